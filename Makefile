@@ -1,0 +1,71 @@
+# The README's commands. `make demo` and `make test` do all set-up on a fresh machine.
+PY_SYS  ?= python3
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+TORCH_PIN ?= torch==2.13.0
+JOBS    ?= $(shell nproc)
+# Concurrent builds in one tree (several shells, several developers) would clobber build/: serialise.
+LOCK    := flock /tmp/fastpose-build-$(shell id -u).lock
+
+.PHONY: all venv build test pytest ctest nvcc-check demo bench gpu-check clean
+
+all: build
+
+# A venv of its own; torch pinned to the CPU wheel unless a torch is already importable, in which
+# case the venv sees the system's packages and uses that torch (e.g. a CUDA torch on a GPU machine).
+$(VENV)/.ready: pyproject.toml
+	@if $(PY_SYS) -c "import torch" 2>/dev/null; then \
+	  echo "using the importable torch: $$($(PY_SYS) -c 'import torch; print(torch.__version__)')"; \
+	  $(PY_SYS) -m venv --system-site-packages $(VENV); \
+	else \
+	  $(PY_SYS) -m venv $(VENV) && $(PY) -m pip install -q --upgrade pip && \
+	  $(PY) -m pip install -q $(TORCH_PIN); \
+	fi
+	$(PY) -m pip install -q setuptools wheel pybind11 ninja numpy
+	touch $@
+
+venv: $(VENV)/.ready
+
+# Editable install builds the extension in place; later builds are incremental (ninja).
+build: $(VENV)/.ready
+	$(LOCK) $(PY) -m pip install -q --no-build-isolation -e .[test]
+	$(PY) -c "import fastpose; print(fastpose.build_info())"
+
+test: build
+	$(PY) -m pytest -q
+	$(MAKE) ctest
+
+pytest: build
+	$(PY) -m pytest -q
+
+# The torch-free kernel core and its C++ unit tests, under AddressSanitizer and UBSan.
+ctest:
+	cmake -S . -B build/cmake-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DFASTPOSE_SANITIZE=ON -DFASTPOSE_NVCC_CHECK=OFF >/dev/null
+	cmake --build build/cmake-asan -j $(JOBS)
+	cd build/cmake-asan && ctest --output-on-failure
+
+# Every csrc/cuda/*.cu compiled by nvcc for sm_80 and sm_90 (also part of pytest when nvcc exists).
+nvcc-check: $(VENV)/.ready
+	$(PY) tools/nvcc_check.py
+
+demo: build
+	$(PY) -m fastpose demo
+
+bench: build
+	mkdir -p reports
+	$(PY) -m pytest bench -q -p no:randomly --benchmark-only --benchmark-json=reports/bench-cpu.json -m "not cuda"
+	$(PY) bench/report.py reports/bench-cpu.json -o reports/bench-cpu.md
+	cat reports/bench-cpu.md
+
+# One command for a GPU machine (offline: uses the machine's python3, torch and triton; no venv).
+gpu-check:
+	TORCH_CUDA_ARCH_LIST=$${TORCH_CUDA_ARCH_LIST:-9.0} FORCE_CUDA=1 $(PY_SYS) -m pip install --no-build-isolation --no-deps -e .
+	$(PY_SYS) -c "import fastpose, torch; print(fastpose.build_info()); assert torch.cuda.is_available()"
+	mkdir -p reports
+	$(PY_SYS) -m pytest -q -m cuda tests | tee reports/gpu-tests.txt
+	$(PY_SYS) -m pytest bench -q --benchmark-only -m cuda --benchmark-json=reports/bench-gpu.json
+	$(PY_SYS) bench/report.py reports/bench-gpu.json -o reports/gpu-report.md --tests reports/gpu-tests.txt
+	@echo "report: reports/gpu-report.md"; cat reports/gpu-report.md
+
+clean:
+	rm -rf build *.egg-info fastpose/_C*.so

@@ -1,0 +1,20 @@
+// Every op schema of fastpose, in one place. Kernels register per device in csrc/cpu and csrc/cuda
+// (Triton kernels from Python); fake and autograd registrations live in fastpose/ops/.
+// Backward passes are ops of their own so that torch.compile and opcheck see them.
+#include <torch/library.h>
+
+TORCH_LIBRARY(fastpose, m) {
+  // ---- fused softmax + DSNT (fastpose/ops/softmax_dsnt.py) ----
+  // stats: (B, J, 2) float32, per map the max logit and the sum of exp(logit - max).
+  m.def("softmax_dsnt(Tensor logits) -> (Tensor coords, Tensor stats)");
+  m.def("softmax_dsnt_backward(Tensor grad_coords, Tensor logits, Tensor coords, Tensor stats) -> Tensor");
+  // reg: 1 = KL(p || q), 2 = JS(p, q), q the normalised Gaussian at target with sigma in pixels.
+  m.def("softmax_dsnt_reg(Tensor logits, Tensor target, float sigma, int reg) -> (Tensor coords, Tensor divergence, Tensor stats)");
+  m.def(
+      "softmax_dsnt_reg_backward(Tensor grad_coords, Tensor grad_divergence, Tensor logits, Tensor target, "
+      "Tensor coords, Tensor stats, float sigma, int reg) -> Tensor");
+
+  // ---- XNOR-popcount binary convolution (fastpose/ops/xnor_conv.py) ----
+
+  // ---- nearest upsample + add, HRNet fusion (fastpose/ops/upsample_add.py, hr_fuse.py) ----
+}

@@ -1,0 +1,32 @@
+"""fastpose: hand-written kernels for keypoint-localisation networks.
+
+Importing fastpose loads the native extension ``fastpose._C``, which registers every op under
+``torch.ops.fastpose``; the public API is ``fastpose.ops`` (functional), ``fastpose.nn`` (modules),
+``fastpose.dsnt`` (dsntnn-compatible) and ``fastpose.models``.
+"""
+import torch
+
+from . import _C  # noqa: F401  (registers the ops with the dispatcher)
+
+__version__ = "0.1.0"
+
+
+def build_info():
+    """How this fastpose was built and what it runs on: CUDA kernels, CPU ISA, Triton."""
+    info = dict(_C.build_info())
+    info["torch"] = torch.__version__
+    info["cuda_available"] = torch.cuda.is_available()
+    try:
+        import triton
+
+        info["triton"] = triton.__version__
+    except ImportError:  # pragma: no cover - triton is optional on CPU machines
+        info["triton"] = None
+    return info
+
+
+from . import ops  # noqa: E402
+from . import nn  # noqa: E402
+from . import dsnt  # noqa: E402
+
+__all__ = ["ops", "nn", "dsnt", "build_info", "__version__"]

@@ -1,0 +1,1 @@
+"""dsntnn-compatible API (work in progress)."""

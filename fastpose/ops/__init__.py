@@ -1,0 +1,7 @@
+"""The functional API of fastpose: every op, autograd-aware, on every device.
+
+Each op lives in a module of its own holding its fake (meta) kernel, autograd and public function.
+"""
+from .softmax_dsnt import softmax_dsnt, softmax_dsnt_with_reg
+
+__all__ = ["softmax_dsnt", "softmax_dsnt_with_reg"]

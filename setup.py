@@ -1,0 +1,62 @@
+"""Builds the one extension, fastpose._C.
+
+C++ sources of csrc/ are always compiled. CUDA sources (csrc/cuda/*.cu) are added only where CUDA can
+be linked: the installed torch has CUDA, CUDA_HOME is found, and one of FORCE_CUDA=1, a visible GPU or
+TORCH_CUDA_ARCH_LIST says to build for it. A CPU torch cannot link CUDA code; the .cu files are then
+compile-checked by nvcc directly (tests/test_cuda_compile.py).
+
+ISA-specific kernels (AVX2, AVX-512) select their instruction set per function with
+__attribute__((target(...))) and are chosen at run time, so the whole library is compiled for the
+baseline x86-64 and loads on any machine.
+"""
+import glob
+import os
+
+from setuptools import find_packages, setup
+
+import torch
+from torch.utils import cpp_extension
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+
+
+def _want_cuda():
+    if torch.version.cuda is None or cpp_extension.CUDA_HOME is None:
+        return False
+    if os.environ.get("FORCE_CUDA", "0") == "1" or os.environ.get("TORCH_CUDA_ARCH_LIST"):
+        return True
+    return torch.cuda.is_available()
+
+
+def _sources(*patterns):
+    out = []
+    for p in patterns:
+        out += sorted(glob.glob(os.path.join("csrc", p)))
+    return out
+
+
+def extension():
+    with_cuda = _want_cuda()
+    sources = _sources("*.cpp", "core/*.cpp", "cpu/*.cpp")
+    cxx = ["-O3", "-std=c++17", "-fvisibility=hidden", "-DFASTPOSE_WITH_CUDA=%d" % int(with_cuda)]
+    kwargs = dict(
+        name="fastpose._C",
+        include_dirs=[os.path.join(ROOT, "csrc")],
+        extra_compile_args={"cxx": cxx},
+    )
+    if with_cuda:
+        sources += _sources("cuda/*.cpp", "cuda/*.cu")
+        kwargs["extra_compile_args"]["nvcc"] = [
+            "-O3", "-std=c++17", "--use_fast_math", "-lineinfo",
+            "-DFASTPOSE_WITH_CUDA=1",
+        ]
+        return cpp_extension.CUDAExtension(sources=sources, **kwargs)
+    return cpp_extension.CppExtension(sources=sources, **kwargs)
+
+
+setup(
+    packages=find_packages(include=["fastpose", "fastpose.*"]) + ["fastpose.triton_kernels"],
+    package_dir={"fastpose.triton_kernels": "triton_kernels"},
+    ext_modules=[extension()],
+    cmdclass={"build_ext": cpp_extension.BuildExtension.with_options(use_ninja=True)},
+)

@@ -1,0 +1,1 @@
+"""Triton kernels of fastpose (installed as fastpose.triton_kernels), one file per kernel with its launcher."""
