@@ -5,14 +5,18 @@
 
 TORCH_LIBRARY(fastpose, m) {
   // ---- fused softmax + DSNT (fastpose/ops/softmax_dsnt.py) ----
-  // stats: (B, J, 2) float32, per map the max logit and the sum of exp(logit - max).
+  // stats: (B, J, 4) float32 (float64 for float64 logits), per map the max logit, the sum of
+  // exp(logit - max) and the two coordinates: all the backward needs besides the logits.
   m.def("softmax_dsnt(Tensor logits) -> (Tensor coords, Tensor stats)");
-  m.def("softmax_dsnt_backward(Tensor grad_coords, Tensor logits, Tensor coords, Tensor stats) -> Tensor");
-  // reg: 1 = KL(p || q), 2 = JS(p, q), q the normalised Gaussian at target with sigma in pixels.
-  m.def("softmax_dsnt_reg(Tensor logits, Tensor target, float sigma, int reg) -> (Tensor coords, Tensor divergence, Tensor stats)");
+  m.def("softmax_dsnt_backward(Tensor grad_coords, Tensor logits, Tensor stats) -> Tensor");
+  // reg: 1 = KL(p || q), 2 = JS(p, q), q dsntnn's normalised Gaussian at target (normalised (x, y))
+  // with standard deviation sigma in pixels. divergence: (B, J).
+  m.def(
+      "softmax_dsnt_reg(Tensor logits, Tensor target, float sigma, int reg) -> "
+      "(Tensor coords, Tensor divergence, Tensor stats)");
   m.def(
       "softmax_dsnt_reg_backward(Tensor grad_coords, Tensor grad_divergence, Tensor logits, Tensor target, "
-      "Tensor coords, Tensor stats, float sigma, int reg) -> Tensor");
+      "Tensor stats, float sigma, int reg) -> Tensor");
 
   // ---- XNOR-popcount binary convolution (fastpose/ops/xnor_conv.py) ----
 

@@ -1,0 +1,98 @@
+// 8 x float on AVX2 + FMA + F16C. Included inside `#pragma GCC target("avx2,fma,f16c")` and an
+// anonymous namespace by the kernel files; includes nothing itself (<immintrin.h> comes first).
+struct VecAvx2 {
+  using T = float;
+  static constexpr int N = 8;
+  __m256 v;
+
+  static inline __m256i tail_mask(int n) {
+    const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), iota);
+  }
+  static inline VecAvx2 set1(float x) { return {_mm256_set1_ps(x)}; }
+  static inline VecAvx2 load(const float* p) { return {_mm256_loadu_ps(p)}; }
+  static inline VecAvx2 load_partial(const float* p, int n, float fill) {
+    const __m256i m = tail_mask(n);
+    return {_mm256_blendv_ps(_mm256_set1_ps(fill), _mm256_maskload_ps(p, m), _mm256_castsi256_ps(m))};
+  }
+  static inline void store(float* p, VecAvx2 a) { _mm256_storeu_ps(p, a.v); }
+  static inline void store_partial(float* p, int n, VecAvx2 a) { _mm256_maskstore_ps(p, tail_mask(n), a.v); }
+  inline VecAvx2 operator+(VecAvx2 b) const { const VecAvx2& a = *this; return {_mm256_add_ps(a.v, b.v)}; }
+  inline VecAvx2 operator-(VecAvx2 b) const { const VecAvx2& a = *this; return {_mm256_sub_ps(a.v, b.v)}; }
+  inline VecAvx2 operator*(VecAvx2 b) const { const VecAvx2& a = *this; return {_mm256_mul_ps(a.v, b.v)}; }
+  inline VecAvx2 operator/(VecAvx2 b) const { const VecAvx2& a = *this; return {_mm256_div_ps(a.v, b.v)}; }
+  static inline VecAvx2 fma(VecAvx2 a, VecAvx2 b, VecAvx2 c) { return {_mm256_fmadd_ps(a.v, b.v, c.v)}; }
+  static inline VecAvx2 max(VecAvx2 a, VecAvx2 b) { return {_mm256_max_ps(a.v, b.v)}; }
+  static inline float hsum(VecAvx2 a) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(a.v), _mm256_extractf128_ps(a.v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+  }
+  static inline float hmax(VecAvx2 a) {
+    __m128 s = _mm_max_ps(_mm256_castps256_ps128(a.v), _mm256_extractf128_ps(a.v, 1));
+    s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_max_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+  }
+
+  // exp(x) for x <= 0 (callers subtract the running max): Cody-Waite reduction and a degree-6
+  // polynomial, about 1 ulp. x < -87 (masked logits are -inf) gives exactly 0; NaN stays NaN.
+  static inline VecAvx2 exp_nonpos(VecAvx2 a) {
+    const __m256 keep = _mm256_cmp_ps(a.v, _mm256_set1_ps(-87.0f), _CMP_NLT_UQ);
+    __m256 x = _mm256_max_ps(_mm256_set1_ps(-87.0f), a.v);  // this operand order keeps NaN
+    const __m256 fx = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                      _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
+    x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), x);
+    __m256 y = _mm256_set1_ps(1.9875691500e-4f);
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.3981999507e-3f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(8.3334519073e-3f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(4.1665795894e-2f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.6666665459e-1f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(5.0000001201e-1f));
+    y = _mm256_fmadd_ps(y, _mm256_mul_ps(x, x), _mm256_add_ps(x, _mm256_set1_ps(1.0f)));
+    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(fx), _mm256_set1_epi32(127)), 23);
+    y = _mm256_mul_ps(y, _mm256_castsi256_ps(e));
+    return {_mm256_and_ps(y, keep)};
+  }
+
+  // Natural log for positive normal x (callers add a 1e-24 epsilon), about 1 ulp.
+  static inline VecAvx2 log(VecAvx2 a) {
+    const __m256i xi = _mm256_castps_si256(a.v);
+    __m256 e = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_srli_epi32(xi, 23), _mm256_set1_epi32(126)));
+    __m256 m = _mm256_castsi256_ps(
+        _mm256_or_si256(_mm256_and_si256(xi, _mm256_set1_epi32(0x007fffff)), _mm256_set1_epi32(0x3f000000)));
+    const __m256 small = _mm256_cmp_ps(m, _mm256_set1_ps(0.707106781186547524f), _CMP_LT_OQ);
+    e = _mm256_sub_ps(e, _mm256_and_ps(_mm256_set1_ps(1.0f), small));
+    m = _mm256_add_ps(_mm256_sub_ps(m, _mm256_set1_ps(1.0f)), _mm256_and_ps(m, small));
+    const __m256 z = _mm256_mul_ps(m, m);
+    __m256 y = _mm256_set1_ps(7.0376836292e-2f);
+    y = _mm256_fmadd_ps(y, m, _mm256_set1_ps(-1.1514610310e-1f));
+    y = _mm256_fmadd_ps(y, m, _mm256_set1_ps(1.1676998740e-1f));
+    y = _mm256_fmadd_ps(y, m, _mm256_set1_ps(-1.2420140846e-1f));
+    y = _mm256_fmadd_ps(y, m, _mm256_set1_ps(1.4249322787e-1f));
+    y = _mm256_fmadd_ps(y, m, _mm256_set1_ps(-1.6668057665e-1f));
+    y = _mm256_fmadd_ps(y, m, _mm256_set1_ps(2.0000714765e-1f));
+    y = _mm256_fmadd_ps(y, m, _mm256_set1_ps(-2.4999993993e-1f));
+    y = _mm256_fmadd_ps(y, m, _mm256_set1_ps(3.3333331174e-1f));
+    y = _mm256_mul_ps(_mm256_mul_ps(y, m), z);
+    y = _mm256_fmadd_ps(e, _mm256_set1_ps(-2.12194440e-4f), y);
+    y = _mm256_fnmadd_ps(z, _mm256_set1_ps(0.5f), y);
+    __m256 r = _mm256_add_ps(m, y);
+    r = _mm256_fmadd_ps(e, _mm256_set1_ps(0.693359375f), r);
+    return {r};
+  }
+
+  // float16 / bfloat16 rows: n full lanes from p.
+  static inline VecAvx2 load_half(const uint16_t* p) {
+    return {_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)))};
+  }
+  static inline VecAvx2 load_bf16(const uint16_t* p) {
+    const __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+    return {_mm256_castsi256_ps(_mm256_slli_epi32(w, 16))};
+  }
+  static inline void store_half(uint16_t* p, VecAvx2 a) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm256_cvtps_ph(a.v, _MM_FROUND_TO_NEAREST_INT));
+  }
+};

@@ -1,0 +1,84 @@
+// 16 x float on AVX-512 (F, BW, VL). Included inside `#pragma GCC target(...)` and an anonymous
+// namespace by the kernel files; includes nothing itself. Same interface as VecAvx2.
+struct VecAvx512 {
+  using T = float;
+  static constexpr int N = 16;
+  __m512 v;
+
+  static inline __mmask16 tail_mask(int n) {
+    return n >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << (n > 0 ? n : 0)) - 1u);
+  }
+  static inline VecAvx512 set1(float x) { return {_mm512_set1_ps(x)}; }
+  static inline VecAvx512 load(const float* p) { return {_mm512_loadu_ps(p)}; }
+  static inline VecAvx512 load_partial(const float* p, int n, float fill) {
+    return {_mm512_mask_loadu_ps(_mm512_set1_ps(fill), tail_mask(n), p)};
+  }
+  static inline void store(float* p, VecAvx512 a) { _mm512_storeu_ps(p, a.v); }
+  static inline void store_partial(float* p, int n, VecAvx512 a) { _mm512_mask_storeu_ps(p, tail_mask(n), a.v); }
+  inline VecAvx512 operator+(VecAvx512 b) const { const VecAvx512& a = *this; return {_mm512_add_ps(a.v, b.v)}; }
+  inline VecAvx512 operator-(VecAvx512 b) const { const VecAvx512& a = *this; return {_mm512_sub_ps(a.v, b.v)}; }
+  inline VecAvx512 operator*(VecAvx512 b) const { const VecAvx512& a = *this; return {_mm512_mul_ps(a.v, b.v)}; }
+  inline VecAvx512 operator/(VecAvx512 b) const { const VecAvx512& a = *this; return {_mm512_div_ps(a.v, b.v)}; }
+  static inline VecAvx512 fma(VecAvx512 a, VecAvx512 b, VecAvx512 c) { return {_mm512_fmadd_ps(a.v, b.v, c.v)}; }
+  static inline VecAvx512 max(VecAvx512 a, VecAvx512 b) { return {_mm512_max_ps(a.v, b.v)}; }
+  static inline float hsum(VecAvx512 a) { return _mm512_reduce_add_ps(a.v); }
+  static inline float hmax(VecAvx512 a) { return _mm512_reduce_max_ps(a.v); }
+
+  // See VecAvx2::exp_nonpos.
+  static inline VecAvx512 exp_nonpos(VecAvx512 a) {
+    const __mmask16 keep = _mm512_cmp_ps_mask(a.v, _mm512_set1_ps(-87.0f), _CMP_NLT_UQ);
+    __m512 x = _mm512_max_ps(_mm512_set1_ps(-87.0f), a.v);
+    const __m512 fx = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                           _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    x = _mm512_fnmadd_ps(fx, _mm512_set1_ps(0.693359375f), x);
+    x = _mm512_fnmadd_ps(fx, _mm512_set1_ps(-2.12194440e-4f), x);
+    __m512 y = _mm512_set1_ps(1.9875691500e-4f);
+    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(1.3981999507e-3f));
+    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(8.3334519073e-3f));
+    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(4.1665795894e-2f));
+    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(1.6666665459e-1f));
+    y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(5.0000001201e-1f));
+    y = _mm512_fmadd_ps(y, _mm512_mul_ps(x, x), _mm512_add_ps(x, _mm512_set1_ps(1.0f)));
+    const __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(fx), _mm512_set1_epi32(127)), 23);
+    y = _mm512_mul_ps(y, _mm512_castsi512_ps(e));
+    return {_mm512_maskz_mov_ps(keep, y)};
+  }
+
+  // See VecAvx2::log.
+  static inline VecAvx512 log(VecAvx512 a) {
+    const __m512i xi = _mm512_castps_si512(a.v);
+    __m512 e = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_srli_epi32(xi, 23), _mm512_set1_epi32(126)));
+    __m512 m = _mm512_castsi512_ps(
+        _mm512_or_si512(_mm512_and_si512(xi, _mm512_set1_epi32(0x007fffff)), _mm512_set1_epi32(0x3f000000)));
+    const __mmask16 small = _mm512_cmp_ps_mask(m, _mm512_set1_ps(0.707106781186547524f), _CMP_LT_OQ);
+    e = _mm512_mask_sub_ps(e, small, e, _mm512_set1_ps(1.0f));
+    m = _mm512_mask_add_ps(_mm512_sub_ps(m, _mm512_set1_ps(1.0f)), small, _mm512_sub_ps(m, _mm512_set1_ps(1.0f)), m);
+    const __m512 z = _mm512_mul_ps(m, m);
+    __m512 y = _mm512_set1_ps(7.0376836292e-2f);
+    y = _mm512_fmadd_ps(y, m, _mm512_set1_ps(-1.1514610310e-1f));
+    y = _mm512_fmadd_ps(y, m, _mm512_set1_ps(1.1676998740e-1f));
+    y = _mm512_fmadd_ps(y, m, _mm512_set1_ps(-1.2420140846e-1f));
+    y = _mm512_fmadd_ps(y, m, _mm512_set1_ps(1.4249322787e-1f));
+    y = _mm512_fmadd_ps(y, m, _mm512_set1_ps(-1.6668057665e-1f));
+    y = _mm512_fmadd_ps(y, m, _mm512_set1_ps(2.0000714765e-1f));
+    y = _mm512_fmadd_ps(y, m, _mm512_set1_ps(-2.4999993993e-1f));
+    y = _mm512_fmadd_ps(y, m, _mm512_set1_ps(3.3333331174e-1f));
+    y = _mm512_mul_ps(_mm512_mul_ps(y, m), z);
+    y = _mm512_fmadd_ps(e, _mm512_set1_ps(-2.12194440e-4f), y);
+    y = _mm512_fnmadd_ps(z, _mm512_set1_ps(0.5f), y);
+    __m512 r = _mm512_add_ps(m, y);
+    r = _mm512_fmadd_ps(e, _mm512_set1_ps(0.693359375f), r);
+    return {r};
+  }
+
+  static inline VecAvx512 load_half(const uint16_t* p) {
+    return {_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)))};
+  }
+  static inline VecAvx512 load_bf16(const uint16_t* p) {
+    const __m512i w = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+    return {_mm512_castsi512_ps(_mm512_slli_epi32(w, 16))};
+  }
+  static inline void store_half(uint16_t* p, VecAvx512 a) {
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm512_cvtps_ph(a.v, _MM_FROUND_TO_NEAREST_INT));
+  }
+};

@@ -1,0 +1,26 @@
+// One-lane "vector" for the portable paths. Included inside an anonymous namespace of a kernel file;
+// includes nothing itself (the includer provides <cmath>, dtypes.h).
+template <class Scalar>
+struct VecScalar {
+  using T = Scalar;
+  static constexpr int N = 1;
+  Scalar v;
+  static inline VecScalar set1(Scalar x) { return {x}; }
+  static inline VecScalar load(const Scalar* p) { return {*p}; }
+  static inline VecScalar load_partial(const Scalar* p, int n, Scalar fill) { return {n > 0 ? *p : fill}; }
+  static inline void store(Scalar* p, VecScalar a) { *p = a.v; }
+  static inline void store_partial(Scalar* p, int n, VecScalar a) {
+    if (n > 0) *p = a.v;
+  }
+  inline VecScalar operator+(VecScalar b) const { const VecScalar& a = *this; return {a.v + b.v}; }
+  inline VecScalar operator-(VecScalar b) const { const VecScalar& a = *this; return {a.v - b.v}; }
+  inline VecScalar operator*(VecScalar b) const { const VecScalar& a = *this; return {a.v * b.v}; }
+  inline VecScalar operator/(VecScalar b) const { const VecScalar& a = *this; return {a.v / b.v}; }
+  static inline VecScalar fma(VecScalar a, VecScalar b, VecScalar c) { return {a.v * b.v + c.v}; }
+  static inline VecScalar max(VecScalar a, VecScalar b) { return {a.v > b.v ? a.v : b.v}; }
+  static inline Scalar hsum(VecScalar a) { return a.v; }
+  static inline Scalar hmax(VecScalar a) { return a.v; }
+  // exp for x <= 0; -inf gives exactly 0, NaN stays NaN.
+  static inline VecScalar exp_nonpos(VecScalar a) { return {static_cast<Scalar>(__builtin_exp(a.v))}; }
+  static inline VecScalar log(VecScalar a) { return {static_cast<Scalar>(__builtin_log(a.v))}; }
+};

@@ -1,0 +1,256 @@
+// The softmax + DSNT kernel body, written once over a vector type V (VecScalar<float|double>,
+// VecAvx2, VecAvx512). Included by each ISA's translation unit inside its target region and an
+// anonymous namespace within fastpose::core; includes nothing itself.
+
+constexpr double kDsntEps = 1e-24;  // dsntnn's epsilon inside the logs of the divergences
+
+template <class V>
+struct DsntKernel {
+  using T = typename V::T;
+  static constexpr int N = V::N;
+
+  const DsntProblem& p;
+  T* xs;       // W: x grid
+  T* row_in;   // W: a row converted to T (16-bit inputs)
+  T* row_out;  // W: a row of gradients before conversion (16-bit outputs)
+  T* qx;       // W: target Gaussian along x, divided by the normaliser
+  T* qy;       // H: target Gaussian along y (unnormalised)
+
+  bool js;     // JS divergence (else KL) when a regulariser is requested
+
+  DsntKernel(const DsntProblem& prob, T* scratch) : p(prob), js(prob.reg == DsntReg::JS) {
+    const int64_t wpad = p.W + 2 * N;
+    xs = scratch;
+    row_in = xs + wpad;
+    row_out = row_in + wpad;
+    qx = row_out + wpad;
+    qy = qx + wpad;
+    for (int64_t i = 0; i < p.W; ++i) xs[i] = static_cast<T>((2.0 * i + 1.0) / p.W - 1.0);
+  }
+
+  static int64_t scratch_elems(const DsntProblem& p) { return 4 * (p.W + 2 * N) + p.H + 2 * N; }
+
+  inline T ygrid(int64_t h) const { return static_cast<T>((2.0 * h + 1.0) / p.H - 1.0); }
+
+  inline const char* map_base(int64_t m) const {
+    const int64_t b = m / p.J, j = m - (m / p.J) * p.J;
+    return static_cast<const char*>(p.logits) + (b * p.stride_b + j * p.stride_j) * elem_size(p.type);
+  }
+
+  // Row h of a map as T values (a pointer into the input when no conversion is needed).
+  inline const T* row(const char* base, int64_t h) {
+    const char* src = base + h * p.stride_h * elem_size(p.type);
+    if (p.type == ElemType::F32 || p.type == ElemType::F64) return reinterpret_cast<const T*>(src);
+    const uint16_t* s = reinterpret_cast<const uint16_t*>(src);
+    int64_t i = 0;
+    if constexpr (N > 1) {
+      if (p.type == ElemType::F16) {
+        for (; i + N <= p.W; i += N) V::store(row_in + i, V::load_half(s + i));
+      } else {
+        for (; i + N <= p.W; i += N) V::store(row_in + i, V::load_bf16(s + i));
+      }
+    }
+    for (; i < p.W; ++i)
+      row_in[i] = static_cast<T>(p.type == ElemType::F16 ? half_to_float(s[i]) : bf16_to_float(s[i]));
+    return row_in;
+  }
+
+  // Writes row_out (T) into the output row for 16-bit types.
+  inline void store_row16(uint16_t* d) {
+    int64_t i = 0;
+    if constexpr (N > 1) {
+      if (p.type == ElemType::F16)
+        for (; i + N <= p.W; i += N) V::store_half(d + i, V::load(row_out + i));
+    }
+    for (; i < p.W; ++i) {
+      const float v = static_cast<float>(row_out[i]);
+      d[i] = p.type == ElemType::F16 ? float_to_half(v) : float_to_bf16(v);
+    }
+  }
+
+  // dsntnn's make_gauss: g = exp(-(x - mu)^2 / (2 s^2)) per axis with s = 2 sigma / n, normalised by
+  // (sum g + 1e-24). Stored separably: q(h, i) = qx[i] * qy[h].
+  inline void target_gaussian(const T* mu) {
+    const double sx = 2.0 * p.sigma / p.W, sy = 2.0 * p.sigma / p.H;
+    const double kx = -0.5 / (sx * sx), ky = -0.5 / (sy * sy);
+    double zx = 0.0, zy = 0.0;
+    for (int64_t i = 0; i < p.W; ++i) {
+      const double d = (2.0 * i + 1.0) / p.W - 1.0 - static_cast<double>(mu[0]);
+      const double g = __builtin_exp(kx * d * d);
+      qx[i] = static_cast<T>(g);
+      zx += g;
+    }
+    for (int64_t h = 0; h < p.H; ++h) {
+      const double d = (2.0 * h + 1.0) / p.H - 1.0 - static_cast<double>(mu[1]);
+      const double g = __builtin_exp(ky * d * d);
+      qy[h] = static_cast<T>(g);
+      zy += g;
+    }
+    const double inv_z = 1.0 / (zx * zy + kDsntEps);
+    for (int64_t i = 0; i < p.W; ++i) qx[i] = static_cast<T>(static_cast<double>(qx[i]) * inv_z);
+  }
+
+  // Divergence summand and its derivative with respect to p, lane-wise.
+  inline V div_term(V pv, V qv) const {
+    const V eps = V::set1(static_cast<T>(kDsntEps)), half = V::set1(static_cast<T>(0.5));
+    const V lp = V::log(pv + eps);
+    if (js) {
+      const V mv = half * (pv + qv);
+      const V lm = V::log(mv + eps), lq = V::log(qv + eps);
+      return half * (pv * (lp - lm) + qv * (lq - lm));
+    }
+    return pv * (lp - V::log(qv + eps));
+  }
+  inline V div_grad(V pv, V qv) const {
+    const V eps = V::set1(static_cast<T>(kDsntEps)), half = V::set1(static_cast<T>(0.5));
+    const V pe = pv + eps;
+    if (js) {
+      const V me = half * (pv + qv) + eps;
+      return half * (V::log(pe / me) + pv / pe - (me - eps) / me);
+    }
+    return V::log(pe) - V::log(qv + eps) + pv / pe;
+  }
+
+  int64_t forward(int64_t begin, int64_t end, T* stats, T* div) {
+    const T ninf = -__builtin_inf();
+    const int64_t W = p.W;
+    int64_t bad = 0;
+    for (int64_t m = begin; m < end; ++m) {
+      const char* base = map_base(m);
+      double M = -__builtin_inf(), S = 0.0, SX = 0.0, SY = 0.0;
+      for (int64_t h = 0; h < p.H; ++h) {
+        const T* r = row(base, h);
+        V vmax = V::set1(ninf);
+        int64_t i = 0;
+        for (; i + N <= W; i += N) vmax = V::max(vmax, V::load(r + i));
+        if (i < W) vmax = V::max(vmax, V::load_partial(r + i, static_cast<int>(W - i), ninf));
+        const T rmax = V::hmax(vmax);
+        if (rmax == ninf) continue;  // a fully masked row adds nothing
+        if (rmax > M) {
+          const double sc = __builtin_exp(M - static_cast<double>(rmax));
+          S *= sc;
+          SX *= sc;
+          SY *= sc;
+          M = rmax;
+        }
+        const V mv = V::set1(static_cast<T>(M));
+        V rs = V::set1(0), rsx = V::set1(0);
+        for (i = 0; i + N <= W; i += N) {
+          const V e = V::exp_nonpos(V::load(r + i) - mv);
+          rs = rs + e;
+          rsx = V::fma(e, V::load(xs + i), rsx);
+        }
+        if (i < W) {
+          const int n = static_cast<int>(W - i);
+          const V e = V::exp_nonpos(V::load_partial(r + i, n, ninf) - mv);
+          rs = rs + e;
+          rsx = V::fma(e, V::load_partial(xs + i, n, 0), rsx);
+        }
+        const double s_row = V::hsum(rs);
+        S += s_row;
+        SX += V::hsum(rsx);
+        SY += s_row * ygrid(h);
+      }
+      T* st = stats + 4 * m;
+      if (M == -__builtin_inf()) {
+        ++bad;
+        const T nan = __builtin_nan("");
+        st[0] = st[1] = st[2] = st[3] = nan;
+        if (div) div[m] = nan;
+        continue;
+      }
+      st[0] = static_cast<T>(M);
+      st[1] = static_cast<T>(S);
+      st[2] = static_cast<T>(SX / S);
+      st[3] = static_cast<T>(SY / S);
+      if (p.reg != DsntReg::None) div[m] = static_cast<T>(divergence(base, m, M, S));
+    }
+    return bad;
+  }
+
+  double divergence(const char* base, int64_t m, double M, double S) {
+    const T ninf = -__builtin_inf();
+    const int64_t W = p.W;
+    target_gaussian(static_cast<const T*>(p.target) + 2 * m);
+    const V mv = V::set1(static_cast<T>(M)), inv_s = V::set1(static_cast<T>(1.0 / S));
+    double acc = 0.0;
+    for (int64_t h = 0; h < p.H; ++h) {
+      const T* r = row(base, h);
+      const V qyv = V::set1(qy[h]);
+      V a = V::set1(0);
+      int64_t i = 0;
+      for (; i + N <= W; i += N) {
+        const V pv = V::exp_nonpos(V::load(r + i) - mv) * inv_s;
+        a = a + div_term(pv, V::load(qx + i) * qyv);
+      }
+      if (i < W) {
+        const int n = static_cast<int>(W - i);
+        const V pv = V::exp_nonpos(V::load_partial(r + i, n, ninf) - mv) * inv_s;
+        a = a + div_term(pv, V::load_partial(qx + i, n, 0) * qyv);
+      }
+      acc += V::hsum(a);
+    }
+    return acc;
+  }
+
+  void backward(int64_t begin, int64_t end, const T* stats, const T* gcoords, const T* gdiv, void* out) {
+    const T ninf = -__builtin_inf();
+    const int64_t W = p.W, HW = p.H * p.W;
+    const bool with_reg = p.reg != DsntReg::None && gdiv != nullptr;
+    const bool direct = p.type == ElemType::F32 || p.type == ElemType::F64;
+    for (int64_t m = begin; m < end; ++m) {
+      const char* base = map_base(m);
+      const T* st = stats + 4 * m;
+      const double M = st[0], S = st[1], cx = st[2], cy = st[3];
+      const double gx = gcoords[2 * m], gy = gcoords[2 * m + 1];
+      const double gd = with_reg ? static_cast<double>(gdiv[m]) : 0.0;
+      const V mv = V::set1(static_cast<T>(M)), inv_s = V::set1(static_cast<T>(1.0 / S));
+      const V gxv = V::set1(static_cast<T>(gx));
+      double hbar = 0.0;
+      if (with_reg && gd != 0.0) {
+        // E_p[dDiv/dp], needed for the softmax Jacobian: a first sweep over the (cached) map.
+        target_gaussian(static_cast<const T*>(p.target) + 2 * m);
+        for (int64_t h = 0; h < p.H; ++h) {
+          const T* r = row(base, h);
+          const V qyv = V::set1(qy[h]);
+          V a = V::set1(0);
+          int64_t i = 0;
+          for (; i + N <= W; i += N) {
+            const V pv = V::exp_nonpos(V::load(r + i) - mv) * inv_s;
+            a = V::fma(pv, div_grad(pv, V::load(qx + i) * qyv), a);
+          }
+          if (i < W) {
+            const int n = static_cast<int>(W - i);
+            const V pv = V::exp_nonpos(V::load_partial(r + i, n, ninf) - mv) * inv_s;
+            a = V::fma(pv, div_grad(pv, V::load_partial(qx + i, n, 0) * qyv), a);
+          }
+          hbar += V::hsum(a);
+        }
+      }
+      const bool reg_here = with_reg && gd != 0.0;
+      const V gdv = V::set1(static_cast<T>(gd));
+      for (int64_t h = 0; h < p.H; ++h) {
+        const T* r = row(base, h);
+        // grad = p * (gx (x - cx) + gy (y - cy) + gd (dDiv/dp - hbar)), constant terms folded per row.
+        const V cv = V::set1(static_cast<T>(gy * (ygrid(h) - cy) - gx * cx - gd * hbar));
+        const V qyv = V::set1(reg_here ? qy[h] : T(0));
+        T* dst = direct ? reinterpret_cast<T*>(static_cast<char*>(out) + (m * HW + h * W) * sizeof(T)) : row_out;
+        int64_t i = 0;
+        for (; i + N <= W; i += N) {
+          const V pv = V::exp_nonpos(V::load(r + i) - mv) * inv_s;
+          V t = V::fma(gxv, V::load(xs + i), cv);
+          if (reg_here) t = V::fma(gdv, div_grad(pv, V::load(qx + i) * qyv), t);
+          V::store(dst + i, pv * t);
+        }
+        if (i < W) {
+          const int n = static_cast<int>(W - i);
+          const V pv = V::exp_nonpos(V::load_partial(r + i, n, ninf) - mv) * inv_s;
+          V t = V::fma(gxv, V::load_partial(xs + i, n, 0), cv);
+          if (reg_here) t = V::fma(gdv, div_grad(pv, V::load_partial(qx + i, n, 0) * qyv), t);
+          V::store_partial(dst + i, n, pv * t);
+        }
+        if (!direct) store_row16(reinterpret_cast<uint16_t*>(out) + m * HW + h * W);
+      }
+    }
+  }
+};
