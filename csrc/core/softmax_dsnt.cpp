@@ -24,7 +24,7 @@ namespace {
 
 template <class T>
 std::vector<T> scratch_for(const DsntProblem& p) {
-  return std::vector<T>(static_cast<size_t>(DsntKernel<VecScalar<T>>::scratch_elems(p) + 64));
+  return std::vector<T>(static_cast<size_t>(DsntKernel<VecScalar<T>>::scratch_elems(p) + 256));  // + the widest vector's padding
 }
 
 void validate(const DsntProblem& p) {
@@ -32,11 +32,6 @@ void validate(const DsntProblem& p) {
   if (p.reg != DsntReg::None && p.target == nullptr) throw std::invalid_argument("softmax_dsnt: reg needs a target");
 }
 }  // namespace
-
-int64_t softmax_dsnt_scratch_bytes(const DsntProblem& p) {
-  // The widest vector (16 lanes) pads the most; double elements are the largest.
-  return (4 * (p.W + 32) + p.H + 32 + 64) * 8;
-}
 
 int64_t softmax_dsnt_forward(const DsntProblem& p, int64_t begin, int64_t end, void* stats, void* div, Isa isa) {
   validate(p);

@@ -41,8 +41,5 @@ int64_t softmax_dsnt_forward(const DsntProblem& p, int64_t begin, int64_t end, v
 void softmax_dsnt_backward(const DsntProblem& p, int64_t begin, int64_t end, const void* stats,
                            const void* grad_coords, const void* grad_div, void* grad_logits, Isa isa);
 
-// Scratch bytes per thread (the dispatcher allocates it; the ISA kernels never allocate).
-int64_t softmax_dsnt_scratch_bytes(const DsntProblem& p);
-
 }  // namespace core
 }  // namespace fastpose

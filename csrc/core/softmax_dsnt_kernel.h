@@ -21,14 +21,14 @@ struct DsntKernel {
   DsntKernel(const DsntProblem& prob, T* scratch) : p(prob), js(prob.reg == DsntReg::JS) {
     const int64_t wpad = p.W + 2 * N;
     xs = scratch;
-    row_in = xs + wpad;
-    row_out = row_in + wpad;
+    row_out = xs + wpad;
     qx = row_out + wpad;
     qy = qx + wpad;
+    row_in = qy + p.H + 2 * N;  // kChunk + W: a chunk of converted rows
     for (int64_t i = 0; i < p.W; ++i) xs[i] = static_cast<T>((2.0 * i + 1.0) / p.W - 1.0);
   }
 
-  static int64_t scratch_elems(const DsntProblem& p) { return 4 * (p.W + 2 * N) + p.H + 2 * N; }
+  static int64_t scratch_elems(const DsntProblem& p) { return 4 * (p.W + 2 * N) + kChunk + p.H + 2 * N; }
 
   inline T ygrid(int64_t h) const { return static_cast<T>((2.0 * h + 1.0) / p.H - 1.0); }
 
@@ -111,55 +111,105 @@ struct DsntKernel {
     return V::log(pe) - V::log(qv + eps) + pv / pe;
   }
 
+  // Rows are processed in chunks of about kChunk elements: one max, at most one rescale and three
+  // horizontal sums per chunk, so small maps (W = 48, 64) do not pay per-row overheads.
+  static constexpr int64_t kChunk = 1024;
+  int64_t chunk_rows() const { return p.W >= kChunk ? 1 : kChunk / p.W; }
+
+  // Row pointers of rows [h0, h1) of a map; 16-bit rows are converted into row_in first.
+  inline const T* chunk_row(const char* base, int64_t h0, int64_t h) const {
+    if (p.type == ElemType::F32 || p.type == ElemType::F64)
+      return reinterpret_cast<const T*>(base + h * p.stride_h * elem_size(p.type));
+    return row_in + (h - h0) * p.W;
+  }
+  inline void convert_chunk(const char* base, int64_t h0, int64_t h1) {
+    if (p.type == ElemType::F32 || p.type == ElemType::F64) return;
+    for (int64_t h = h0; h < h1; ++h) {
+      const uint16_t* s = reinterpret_cast<const uint16_t*>(base + h * p.stride_h * 2);
+      T* d = row_in + (h - h0) * p.W;
+      int64_t i = 0;
+      if constexpr (N > 1) {
+        if (p.type == ElemType::F16) {
+          for (; i + N <= p.W; i += N) V::store(d + i, V::load_half(s + i));
+        } else {
+          for (; i + N <= p.W; i += N) V::store(d + i, V::load_bf16(s + i));
+        }
+      }
+      for (; i < p.W; ++i)
+        d[i] = static_cast<T>(p.type == ElemType::F16 ? half_to_float(s[i]) : bf16_to_float(s[i]));
+    }
+  }
+
   int64_t forward(int64_t begin, int64_t end, T* stats, T* div) {
     const T ninf = -__builtin_inf();
-    const int64_t W = p.W;
+    const int64_t W = p.W, rpc = chunk_rows();
+    T ones[N];  // masks the tail lanes, which exp_nonpos_fast maps to ~1e-38 rather than 0
+    for (int k = 0; k < N; ++k) ones[k] = T(1);
     int64_t bad = 0;
     for (int64_t m = begin; m < end; ++m) {
       const char* base = map_base(m);
-      double M = -__builtin_inf(), S = 0.0, SX = 0.0, SY = 0.0;
-      for (int64_t h = 0; h < p.H; ++h) {
-        const T* r = row(base, h);
-        V vmax = V::set1(ninf);
-        int64_t i = 0;
-        for (; i + N <= W; i += N) vmax = V::max(vmax, V::load(r + i));
-        if (i < W) vmax = V::max(vmax, V::load_partial(r + i, static_cast<int>(W - i), ninf));
-        const T rmax = V::hmax(vmax);
-        if (rmax == ninf) continue;  // a fully masked row adds nothing
-        if (rmax > M) {
-          const double sc = __builtin_exp(M - static_cast<double>(rmax));
+      T M = ninf;
+      double S = 0.0, SX = 0.0, SY = 0.0;
+      for (int64_t h0 = 0; h0 < p.H; h0 += rpc) {
+        const int64_t h1 = h0 + rpc < p.H ? h0 + rpc : p.H;
+        convert_chunk(base, h0, h1);
+        V vmax0 = V::set1(ninf), vmax1 = V::set1(ninf);
+        for (int64_t h = h0; h < h1; ++h) {
+          const T* r = chunk_row(base, h0, h);
+          int64_t i = 0;
+          for (; i + 2 * N <= W; i += 2 * N) {
+            vmax0 = V::max(vmax0, V::load(r + i));
+            vmax1 = V::max(vmax1, V::load(r + i + N));
+          }
+          for (; i + N <= W; i += N) vmax0 = V::max(vmax0, V::load(r + i));
+          if (i < W) vmax1 = V::max(vmax1, V::load_partial(r + i, static_cast<int>(W - i), ninf));
+        }
+        const T cmax = V::hmax(V::max(vmax0, vmax1));
+        if (cmax == ninf) continue;  // a fully masked chunk adds nothing
+        if (cmax > M) {
+          const double sc = __builtin_exp(static_cast<double>(M) - static_cast<double>(cmax));
           S *= sc;
           SX *= sc;
           SY *= sc;
-          M = rmax;
+          M = cmax;
         }
-        const V mv = V::set1(static_cast<T>(M));
-        V rs = V::set1(0), rsx = V::set1(0);
-        for (i = 0; i + N <= W; i += N) {
-          const V e = V::exp_nonpos(V::load(r + i) - mv);
-          rs = rs + e;
-          rsx = V::fma(e, V::load(xs + i), rsx);
+        const V mv = V::set1(M);
+        V rs = V::set1(0), rsx0 = V::set1(0), rsx1 = V::set1(0), rsy = V::set1(0);
+        for (int64_t h = h0; h < h1; ++h) {
+          const T* r = chunk_row(base, h0, h);
+          V row0 = V::set1(0), row1 = V::set1(0);
+          int64_t i = 0;
+          for (; i + 2 * N <= W; i += 2 * N) {
+            const V e0 = V::exp_nonpos_fast(V::load(r + i) - mv);
+            const V e1 = V::exp_nonpos_fast(V::load(r + i + N) - mv);
+            row0 = row0 + e0;
+            row1 = row1 + e1;
+            rsx0 = V::fma(e0, V::load(xs + i), rsx0);
+            rsx1 = V::fma(e1, V::load(xs + i + N), rsx1);
+          }
+          for (; i < W; i += N) {
+            const int n = W - i < N ? static_cast<int>(W - i) : N;
+            const V e = V::exp_nonpos_fast(V::load_partial(r + i, n, ninf) - mv) * V::load_partial(ones, n, 0);
+            row0 = row0 + e;
+            rsx0 = V::fma(e, V::load_partial(xs + i, n, 0), rsx0);
+          }
+          row0 = row0 + row1;
+          rs = rs + row0;
+          rsy = V::fma(row0, V::set1(ygrid(h)), rsy);  // y is constant along a row
         }
-        if (i < W) {
-          const int n = static_cast<int>(W - i);
-          const V e = V::exp_nonpos(V::load_partial(r + i, n, ninf) - mv);
-          rs = rs + e;
-          rsx = V::fma(e, V::load_partial(xs + i, n, 0), rsx);
-        }
-        const double s_row = V::hsum(rs);
-        S += s_row;
-        SX += V::hsum(rsx);
-        SY += s_row * ygrid(h);
+        S += V::hsum(rs);
+        SX += V::hsum(rsx0 + rsx1);
+        SY += V::hsum(rsy);
       }
       T* st = stats + 4 * m;
-      if (M == -__builtin_inf()) {
+      if (M == ninf) {
         ++bad;
         const T nan = __builtin_nan("");
         st[0] = st[1] = st[2] = st[3] = nan;
         if (div) div[m] = nan;
         continue;
       }
-      st[0] = static_cast<T>(M);
+      st[0] = M;
       st[1] = static_cast<T>(S);
       st[2] = static_cast<T>(SX / S);
       st[3] = static_cast<T>(SY / S);
@@ -237,7 +287,7 @@ struct DsntKernel {
         T* dst = direct ? reinterpret_cast<T*>(static_cast<char*>(out) + (m * HW + h * W) * sizeof(T)) : row_out;
         int64_t i = 0;
         for (; i + N <= W; i += N) {
-          const V pv = V::exp_nonpos(V::load(r + i) - mv) * inv_s;
+          const V pv = V::exp_nonpos_fast(V::load(r + i) - mv) * inv_s;
           V t = V::fma(gxv, V::load(xs + i), cv);
           if (reg_here) t = V::fma(gdv, div_grad(pv, V::load(qx + i) * qyv), t);
           V::store(dst + i, pv * t);

@@ -22,5 +22,6 @@ struct VecScalar {
   static inline Scalar hmax(VecScalar a) { return a.v; }
   // exp for x <= 0; -inf gives exactly 0, NaN stays NaN.
   static inline VecScalar exp_nonpos(VecScalar a) { return {static_cast<Scalar>(__builtin_exp(a.v))}; }
+  static inline VecScalar exp_nonpos_fast(VecScalar a) { return exp_nonpos(a); }
   static inline VecScalar log(VecScalar a) { return {static_cast<Scalar>(__builtin_log(a.v))}; }
 };
