@@ -1,0 +1,416 @@
+// CUDA kernels of the softmax + DSNT ops. One thread block per map: the forward reads each logit
+// once (online max/sum per thread, merged across the block); the backward recomputes the
+// probabilities from the saved per-map max and sum, so nothing of size B*J*H*W is saved.
+// The optional KL/JS regulariser takes a second sweep over the map, which is then in L2.
+#include <ATen/ATen.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAStream.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <torch/library.h>
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+namespace fastpose {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr double kEps = 1e-24;
+
+template <class T>
+__device__ __forceinline__ float to_acc(T v) {
+  return static_cast<float>(v);
+}
+__device__ __forceinline__ double to_acc(double v) { return v; }
+template <>
+__device__ __forceinline__ float to_acc<at::Half>(at::Half v) {
+  return __half2float(static_cast<__half>(v));
+}
+template <>
+__device__ __forceinline__ float to_acc<at::BFloat16>(at::BFloat16 v) {
+  return static_cast<float>(v);
+}
+
+template <class A>
+__device__ __forceinline__ A fexp(A x) {
+  return exp(x);
+}
+template <>
+__device__ __forceinline__ float fexp<float>(float x) {
+  return __expf(x);
+}
+template <class A>
+__device__ __forceinline__ A flog(A x) {
+  return log(x);
+}
+template <>
+__device__ __forceinline__ float flog<float>(float x) {
+  return __logf(x);
+}
+
+struct MapShape {
+  int64_t J, H, W, sb, sj, sh;
+};
+
+// Online-softmax state of a part of a map: running max, sum of exp(l - max), and the two
+// exp-weighted coordinate sums.
+template <class A>
+struct Online {
+  A m, s, sx, sy;
+  __device__ __forceinline__ void add(A l, A x, A y) {
+    if (l > m) {
+      const A c = fexp(m - l);  // m = -inf gives 0
+      s *= c;
+      sx *= c;
+      sy *= c;
+      m = l;
+    }
+    const A e = fexp(l - m);  // l = -inf gives 0 (m finite here) ; m = -inf only if l = -inf too
+    if (l != -INFINITY) {
+      s += e;
+      sx += e * x;
+      sy += e * y;
+    }
+  }
+  __device__ __forceinline__ void merge(const Online& o) {
+    const A M = m > o.m ? m : o.m;
+    if (M == -INFINITY) return;
+    const A a = m == -INFINITY ? A(0) : fexp(m - M);
+    const A b = o.m == -INFINITY ? A(0) : fexp(o.m - M);
+    s = s * a + o.s * b;
+    sx = sx * a + o.sx * b;
+    sy = sy * a + o.sy * b;
+    m = M;
+  }
+};
+
+template <class A>
+__device__ __forceinline__ A warp_sum(A v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+template <class A>
+__device__ A block_sum(A v, A* smem) {
+  v = warp_sum(v);
+  const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
+  __syncthreads();
+  if (lane == 0) smem[wid] = v;
+  __syncthreads();
+  A r = 0;
+  for (int i = 0; i < kThreads / 32; ++i) r += smem[i];
+  return r;
+}
+
+template <class A>
+__device__ Online<A> block_online(Online<A> st, A* smem) {
+  for (int o = 16; o > 0; o >>= 1) {
+    Online<A> other{__shfl_xor_sync(0xffffffffu, st.m, o), __shfl_xor_sync(0xffffffffu, st.s, o),
+                    __shfl_xor_sync(0xffffffffu, st.sx, o), __shfl_xor_sync(0xffffffffu, st.sy, o)};
+    st.merge(other);
+  }
+  const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
+  if (lane == 0) {
+    smem[4 * wid] = st.m;
+    smem[4 * wid + 1] = st.s;
+    smem[4 * wid + 2] = st.sx;
+    smem[4 * wid + 3] = st.sy;
+  }
+  __syncthreads();
+  Online<A> r{-INFINITY, 0, 0, 0};
+  for (int i = 0; i < kThreads / 32; ++i) r.merge(Online<A>{smem[4 * i], smem[4 * i + 1], smem[4 * i + 2], smem[4 * i + 3]});
+  __syncthreads();
+  return r;
+}
+
+// The target Gaussian (dsntnn's make_gauss), separable: q(h, w) = qx[w] * qy[h], qx carrying the
+// normaliser. Written by the block into shared memory.
+template <class A>
+__device__ void target_gaussian(const A* mu, double sigma, int64_t H, int64_t W, A* qx, A* qy, A* red) {
+  const A mx = mu[0], my = mu[1];
+  const A kx = A(-0.5) / ((A(2) * A(sigma) / A(W)) * (A(2) * A(sigma) / A(W)));
+  const A ky = A(-0.5) / ((A(2) * A(sigma) / A(H)) * (A(2) * A(sigma) / A(H)));
+  A zx = 0, zy = 0;
+  for (int64_t i = threadIdx.x; i < W; i += kThreads) {
+    const A d = (A(2) * i + A(1)) / A(W) - A(1) - mx;
+    const A g = exp(kx * d * d);
+    qx[i] = g;
+    zx += g;
+  }
+  for (int64_t i = threadIdx.x; i < H; i += kThreads) {
+    const A d = (A(2) * i + A(1)) / A(H) - A(1) - my;
+    const A g = exp(ky * d * d);
+    qy[i] = g;
+    zy += g;
+  }
+  zx = block_sum(zx, red);
+  zy = block_sum(zy, red);
+  const A inv = A(1) / (zx * zy + A(kEps));
+  __syncthreads();
+  for (int64_t i = threadIdx.x; i < W; i += kThreads) qx[i] *= inv;
+  __syncthreads();
+}
+
+template <class A>
+__device__ __forceinline__ A div_term(A p, A q, bool js) {
+  const A e = A(kEps);
+  if (js) {
+    const A m = A(0.5) * (p + q);
+    const A lm = flog(m + e);
+    return A(0.5) * (p * (flog(p + e) - lm) + q * (flog(q + e) - lm));
+  }
+  return p * (flog(p + e) - flog(q + e));
+}
+template <class A>
+__device__ __forceinline__ A div_grad(A p, A q, bool js) {
+  const A e = A(kEps);
+  const A pe = p + e;
+  if (js) {
+    const A me = A(0.5) * (p + q) + e;
+    return A(0.5) * (flog(pe / me) + p / pe - (me - e) / me);
+  }
+  return flog(pe) - flog(q + e) + p / pe;
+}
+
+template <class T>
+__device__ __forceinline__ const T* map_ptr(const T* x, const MapShape& s, int64_t m) {
+  const int64_t b = m / s.J, j = m - (m / s.J) * s.J;
+  return x + b * s.sb + j * s.sj;
+}
+
+// reg: 0 none, 1 KL, 2 JS.
+template <class T, class A>
+__global__ void __launch_bounds__(kThreads) softmax_dsnt_fwd_kernel(const T* __restrict__ x, MapShape s,
+                                                                    A* __restrict__ stats, T* __restrict__ coords,
+                                                                    T* __restrict__ div, const A* __restrict__ target,
+                                                                    double sigma, int reg, int* __restrict__ bad) {
+  extern __shared__ unsigned char smem_raw[];
+  A* red = reinterpret_cast<A*>(smem_raw);  // 4 * warps
+  const int64_t m = blockIdx.x;
+  const T* base = map_ptr(x, s, m);
+  const int64_t H = s.H, W = s.W, HW = H * W;
+  const int W32 = static_cast<int>(W), HW32 = static_cast<int>(HW);
+  const A ix = A(2) / A(W), iy = A(2) / A(H);
+  Online<A> st{-INFINITY, 0, 0, 0};
+  if (s.sh == W) {
+    for (int e = threadIdx.x; e < HW32; e += kThreads) {
+      const int h = e / W32, w = e - h * W32;  // 32-bit: 64-bit division is slow
+      st.add(to_acc(__ldg(reinterpret_cast<const T*>(base + e))), (A(w) + A(0.5)) * ix - A(1),
+             (A(h) + A(0.5)) * iy - A(1));
+    }
+  } else {
+    for (int e = threadIdx.x; e < HW32; e += kThreads) {
+      const int h = e / W32, w = e - h * W32;  // 32-bit: 64-bit division is slow
+      st.add(to_acc(base[h * s.sh + w]), (A(w) + A(0.5)) * ix - A(1), (A(h) + A(0.5)) * iy - A(1));
+    }
+  }
+  const Online<A> r = block_online(st, red);
+  const bool masked = r.m == -INFINITY;
+  if (threadIdx.x == 0) {
+    A* o = stats + 4 * m;
+    if (masked) {
+      atomicAdd(bad, 1);
+      o[0] = o[1] = o[2] = o[3] = NAN;
+      coords[2 * m] = coords[2 * m + 1] = static_cast<T>(NAN);
+    } else {
+      o[0] = r.m;
+      o[1] = r.s;
+      o[2] = r.sx / r.s;
+      o[3] = r.sy / r.s;
+      coords[2 * m] = static_cast<T>(r.sx / r.s);
+      coords[2 * m + 1] = static_cast<T>(r.sy / r.s);
+    }
+  }
+  if (reg == 0) return;
+  if (masked) {
+    if (threadIdx.x == 0) div[m] = static_cast<T>(NAN);
+    return;
+  }
+  A* qx = red + 4 * (kThreads / 32);
+  A* qy = qx + W;
+  target_gaussian(target + 2 * m, sigma, H, W, qx, qy, red);
+  const A inv_s = A(1) / r.s;
+  A acc = 0;
+  for (int e = threadIdx.x; e < HW32; e += kThreads) {
+    const int h = e / W32, w = e - h * W32;
+    const A p = fexp(to_acc(base[h * s.sh + w]) - r.m) * inv_s;
+    acc += div_term(p, qx[w] * qy[h], reg == 2);
+  }
+  acc = block_sum(acc, red);
+  if (threadIdx.x == 0) div[m] = static_cast<T>(acc);
+}
+
+template <class T, class A>
+__global__ void __launch_bounds__(kThreads) softmax_dsnt_bwd_kernel(const T* __restrict__ x, MapShape s,
+                                                                    const A* __restrict__ stats,
+                                                                    const A* __restrict__ gcoords,
+                                                                    const A* __restrict__ gdiv,
+                                                                    const A* __restrict__ target, double sigma,
+                                                                    int reg, T* __restrict__ out) {
+  extern __shared__ unsigned char smem_raw[];
+  A* red = reinterpret_cast<A*>(smem_raw);
+  const int64_t m = blockIdx.x;
+  const T* base = map_ptr(x, s, m);
+  const int64_t H = s.H, W = s.W, HW = H * W;
+  const int W32 = static_cast<int>(W), HW32 = static_cast<int>(HW);
+  const A ix = A(2) / A(W), iy = A(2) / A(H);
+  const A M = stats[4 * m], inv_s = A(1) / stats[4 * m + 1], cx = stats[4 * m + 2], cy = stats[4 * m + 3];
+  const A gx = gcoords[2 * m], gy = gcoords[2 * m + 1];
+  const A gd = reg ? gdiv[m] : A(0);
+  const bool with_reg = reg != 0 && gd != A(0);
+  A* qx = red + 4 * (kThreads / 32);
+  A* qy = qx + W;
+  A hbar = 0;
+  if (with_reg) {
+    target_gaussian(target + 2 * m, sigma, H, W, qx, qy, red);
+    A acc = 0;
+    for (int e = threadIdx.x; e < HW32; e += kThreads) {
+      const int h = e / W32, w = e - h * W32;  // 32-bit: 64-bit division is slow
+      const A p = fexp(to_acc(base[h * s.sh + w]) - M) * inv_s;
+      acc += p * div_grad(p, qx[w] * qy[h], reg == 2);
+    }
+    hbar = block_sum(acc, red);
+  }
+  T* o = out + m * HW;
+  for (int e = threadIdx.x; e < HW32; e += kThreads) {
+    const int h = e / W32, w = e - h * W32;
+    const A p = fexp(to_acc(base[h * s.sh + w]) - M) * inv_s;
+    A t = gx * ((A(w) + A(0.5)) * ix - A(1) - cx) + gy * ((A(h) + A(0.5)) * iy - A(1) - cy);
+    if (with_reg) t += gd * (div_grad(p, qx[w] * qy[h], reg == 2) - hbar);
+    o[e] = static_cast<T>(p * t);
+  }
+}
+
+void check_logits(const at::Tensor& logits) {
+  TORCH_CHECK_VALUE(logits.dim() == 4, "softmax_dsnt: logits must be (B, J, H, W), got shape ", logits.sizes());
+  TORCH_CHECK_TYPE(at::isFloatingType(logits.scalar_type()) && logits.scalar_type() != at::kFloat8_e4m3fn,
+                   "softmax_dsnt: logits must be a floating dtype, got ", logits.scalar_type());
+  TORCH_CHECK_VALUE(logits.size(2) >= 1 && logits.size(3) >= 1, "softmax_dsnt: logits needs H >= 1 and W >= 1");
+}
+
+at::Tensor rows_contiguous(const at::Tensor& t) { return t.stride(3) == 1 || t.size(3) == 1 ? t : t.contiguous(); }
+
+MapShape shape_of(const at::Tensor& x) {
+  return MapShape{x.size(1), x.size(2), x.size(3), x.stride(0), x.stride(1), x.size(3) == 1 ? 1 : x.stride(2)};
+}
+
+at::ScalarType acc_of(const at::Tensor& x) { return x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat; }
+
+size_t smem_bytes(const at::Tensor& x, bool reg) {
+  const size_t a = x.scalar_type() == at::kDouble ? 8 : 4;
+  size_t n = 4 * (kThreads / 32) * a;
+  if (reg) n += (x.size(2) + x.size(3)) * a;
+  TORCH_CHECK_VALUE(n <= 48 * 1024, "softmax_dsnt: H + W too large for the CUDA regulariser (", x.size(2), " + ",
+                    x.size(3), ")");
+  return n;
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_impl(const at::Tensor& logits_in, const at::Tensor* target_in,
+                                                            double sigma, int64_t reg) {
+  check_logits(logits_in);
+  const c10::cuda::CUDAGuard guard(logits_in.device());
+  const at::Tensor x = rows_contiguous(logits_in);
+  const int64_t B = x.size(0), J = x.size(1), n = B * J;
+  const at::ScalarType acc = acc_of(x);
+  at::Tensor stats = at::empty({B, J, 4}, x.options().dtype(acc));
+  at::Tensor coords = at::empty({B, J, 2}, x.options());
+  at::Tensor div = at::empty({reg ? B : 0, reg ? J : 0}, x.options());
+  at::Tensor target;
+  if (reg) {
+    TORCH_CHECK_VALUE(target_in->dim() == 3 && target_in->size(0) == B && target_in->size(1) == J &&
+                          target_in->size(2) == 2,
+                      "softmax_dsnt: target must be (B, J, 2), got ", target_in->sizes());
+    TORCH_CHECK_VALUE(reg == 1 || reg == 2, "softmax_dsnt: reg must be 1 (KL) or 2 (JS)");
+    target = target_in->to(acc).contiguous();
+  }
+  if (n == 0) return {coords, div, stats};
+  TORCH_CHECK_VALUE(x.size(2) * x.size(3) < (int64_t(1) << 31), "softmax_dsnt: a map must have < 2^31 positions");
+  at::Tensor bad = at::zeros({1}, x.options().dtype(at::kInt));
+  const size_t smem = smem_bytes(x, reg != 0);
+  const MapShape s = shape_of(x);
+  auto stream = c10::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "softmax_dsnt_cuda", [&] {
+    using A = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
+    softmax_dsnt_fwd_kernel<scalar_t, A><<<n, kThreads, smem, stream>>>(
+        x.data_ptr<scalar_t>(), s, stats.data_ptr<A>(), coords.data_ptr<scalar_t>(),
+        reg ? div.data_ptr<scalar_t>() : nullptr, reg ? target.data_ptr<A>() : nullptr, sigma,
+        static_cast<int>(reg), bad.data_ptr<int>());
+  });
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  // A map of only -inf is an error. Reading the flag synchronises, which a CUDA graph being captured
+  // cannot do: there the map's coordinates are NaN instead.
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  C10_CUDA_CHECK(cudaStreamIsCapturing(stream, &capture));
+  if (capture == cudaStreamCaptureStatusNone) {
+    const int nbad = bad.item<int>();
+    TORCH_CHECK_VALUE(nbad == 0, "softmax_dsnt: ", nbad,
+                      " map(s) of logits have every entry -inf; each map needs at least one finite logit");
+  }
+  return {coords, div, stats};
+}
+
+std::tuple<at::Tensor, at::Tensor> softmax_dsnt_cuda(const at::Tensor& logits) {
+  auto r = forward_impl(logits, nullptr, 1.0, 0);
+  return {std::get<0>(r), std::get<2>(r)};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> softmax_dsnt_reg_cuda(const at::Tensor& logits,
+                                                                     const at::Tensor& target, double sigma,
+                                                                     int64_t reg) {
+  TORCH_CHECK_VALUE(sigma > 0, "softmax_dsnt: sigma must be > 0, got ", sigma);
+  return forward_impl(logits, &target, sigma, reg);
+}
+
+at::Tensor backward_impl(const at::Tensor& grad_coords, const at::Tensor* grad_div, const at::Tensor& logits_in,
+                         const at::Tensor* target_in, const at::Tensor& stats_in, double sigma, int64_t reg) {
+  check_logits(logits_in);
+  const c10::cuda::CUDAGuard guard(logits_in.device());
+  const at::Tensor x = rows_contiguous(logits_in);
+  const int64_t B = x.size(0), J = x.size(1), n = B * J;
+  const at::ScalarType acc = acc_of(x);
+  TORCH_CHECK_VALUE(grad_coords.dim() == 3 && grad_coords.size(0) == B && grad_coords.size(1) == J &&
+                        grad_coords.size(2) == 2,
+                    "softmax_dsnt_backward: grad_coords must be (B, J, 2), got ", grad_coords.sizes());
+  const at::Tensor gc = grad_coords.to(acc).contiguous();
+  const at::Tensor st = stats_in.to(acc).contiguous();
+  at::Tensor gd, target;
+  if (reg) {
+    gd = grad_div->to(acc).contiguous();
+    target = target_in->to(acc).contiguous();
+  }
+  at::Tensor out = at::empty({B, J, x.size(2), x.size(3)}, x.options().memory_format(at::MemoryFormat::Contiguous));
+  if (n == 0) return out;
+  const size_t smem = smem_bytes(x, reg != 0);
+  const MapShape s = shape_of(x);
+  auto stream = c10::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "softmax_dsnt_backward_cuda", [&] {
+    using A = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
+    softmax_dsnt_bwd_kernel<scalar_t, A><<<n, kThreads, smem, stream>>>(
+        x.data_ptr<scalar_t>(), s, st.data_ptr<A>(), gc.data_ptr<A>(), reg ? gd.data_ptr<A>() : nullptr,
+        reg ? target.data_ptr<A>() : nullptr, sigma, static_cast<int>(reg), out.data_ptr<scalar_t>());
+  });
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return out;
+}
+
+at::Tensor softmax_dsnt_backward_cuda(const at::Tensor& grad_coords, const at::Tensor& logits,
+                                      const at::Tensor& stats) {
+  return backward_impl(grad_coords, nullptr, logits, nullptr, stats, 1.0, 0);
+}
+
+at::Tensor softmax_dsnt_reg_backward_cuda(const at::Tensor& grad_coords, const at::Tensor& grad_div,
+                                          const at::Tensor& logits, const at::Tensor& target, const at::Tensor& stats,
+                                          double sigma, int64_t reg) {
+  return backward_impl(grad_coords, &grad_div, logits, &target, stats, sigma, reg);
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(fastpose, CUDA, m) {
+  m.impl("softmax_dsnt", &softmax_dsnt_cuda);
+  m.impl("softmax_dsnt_backward", &softmax_dsnt_backward_cuda);
+  m.impl("softmax_dsnt_reg", &softmax_dsnt_reg_cuda);
+  m.impl("softmax_dsnt_reg_backward", &softmax_dsnt_reg_backward_cuda);
+}
+
+}  // namespace fastpose
