@@ -66,7 +66,8 @@ def linear_expectation(probs, values):
     expectations = []
     for i, v in enumerate(values):
         dim = probs.dim() - 1 - i
-        marg = probs.sum(dim=[d for d in range(2, probs.dim()) if d != dim])
+        others = [d for d in range(2, probs.dim()) if d != dim]
+        marg = probs.sum(dim=others) if others else probs  # sum(dim=[]) would reduce everything
         expectations.append((marg * v).sum(-1))
     return torch.stack(expectations, -1)
 
