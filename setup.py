@@ -38,11 +38,13 @@ def _sources(*patterns):
 def extension():
     with_cuda = _want_cuda()
     sources = _sources("*.cpp", "core/*.cpp", "cpu/*.cpp")
-    cxx = ["-O3", "-std=c++17", "-fvisibility=hidden", "-DFASTPOSE_WITH_CUDA=%d" % int(with_cuda)]
+    # at::parallel_for is inline OpenMP in torch's headers: without -fopenmp it silently runs serially.
+    cxx = ["-O3", "-std=c++17", "-fvisibility=hidden", "-fopenmp", "-DFASTPOSE_WITH_CUDA=%d" % int(with_cuda)]
     kwargs = dict(
         name="fastpose._C",
         include_dirs=[os.path.join(ROOT, "csrc")],
         extra_compile_args={"cxx": cxx},
+        extra_link_args=["-fopenmp"],
     )
     if with_cuda:
         sources += _sources("cuda/*.cpp", "cuda/*.cu")

@@ -251,3 +251,29 @@ def test_unsupported_isa_is_a_clear_error():
     r = subprocess.run([sys.executable, "-c", "import torch, fastpose; fastpose.ops.softmax_dsnt(torch.randn(1,1,2,2))"],
                        env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode != 0 and "does not support it" in r.stderr
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_one_kernel_launch_per_direction():
+    """At (1, 68, 64, 64) float32 the forward and the backward are one kernel launch each."""
+    from torch.profiler import ProfilerActivity, profile
+
+    x = torch.randn(1, 68, 64, 64, device="cuda", requires_grad=True)
+    g = torch.randn(1, 68, 2, device="cuda")
+    softmax_dsnt(x).backward(g)
+    torch.cuda.synchronize()
+    for direction in ("forward", "backward"):
+        x.grad = None
+        c = softmax_dsnt(x) if direction == "backward" else None
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            if direction == "forward":
+                softmax_dsnt(x)
+            else:
+                c.backward(g)
+            torch.cuda.synchronize()
+        kernels = [e.name for e in prof.events()
+                   if e.device_type == torch.autograd.DeviceType.CUDA and "emcpy" not in e.name
+                   and "emset" not in e.name]
+        assert len(kernels) == 1, (direction, kernels)

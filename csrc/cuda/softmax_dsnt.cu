@@ -325,10 +325,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_impl(const at::Tensor& lo
   }
   if (n == 0) return {coords, div, stats};
   TORCH_CHECK_VALUE(x.size(2) * x.size(3) < (int64_t(1) << 31), "softmax_dsnt: a map must have < 2^31 positions");
-  at::Tensor bad = at::zeros({1}, x.options().dtype(at::kInt));
   const size_t smem = smem_bytes(x, reg != 0);
   const MapShape s = shape_of(x);
   auto stream = c10::cuda::getCurrentCUDAStream();
+  // The masked-map counter is cleared by a memset, not a kernel: one kernel launch per direction.
+  at::Tensor bad = at::empty({1}, x.options().dtype(at::kInt));
+  C10_CUDA_CHECK(cudaMemsetAsync(bad.data_ptr<int>(), 0, sizeof(int), stream));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "softmax_dsnt_cuda", [&] {
     using A = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
     softmax_dsnt_fwd_kernel<scalar_t, A><<<n, kThreads, smem, stream>>>(

@@ -1,0 +1,101 @@
+"""Turn pytest-benchmark JSON into markdown tables: implementations side by side, ratios against
+the PyTorch eager and torch.compile baselines, and the fraction of the hardware limit.
+
+The limit is the measured copy bandwidth (bytes read + written, preallocated, measured at the start
+of the benchmark session and stored in the JSON) for benchmarks that pass `bytes=`: the fraction is
+(bytes / time) / bandwidth. Usage: python bench/report.py results.json [-o report.md] [--tests log]
+"""
+import argparse
+import collections
+import json
+import sys
+
+
+def _fmt_ms(s):
+    return f"{s * 1e3:.3f}" if s is not None else "-"
+
+
+def _bandwidth_key(device, threads):
+    return "cuda" if device.startswith("cuda") else f"cpu:{threads}"
+
+
+def build(data):
+    machine = data.get("machine_info", {})
+    bw = machine.get("copy_bandwidth_gbs", {})
+    groups = collections.OrderedDict()
+    for b in data["benchmarks"]:
+        info = b.get("extra_info", {})
+        if "op" not in info:
+            continue
+        key = (info["op"], info["device"], info["dtype"], info["case"], info.get("threads"))
+        groups.setdefault(key, {})[info["impl"]] = (b["stats"]["median"], info)
+    lines = []
+    dev = machine.get("gpu_name") or machine.get("cpu_name", "?")
+    lines.append(f"Machine: {machine.get('cpu_name', '?')}" + (f"; GPU: {machine['gpu_name']}" if "gpu_name" in machine else ""))
+    if bw:
+        lines.append("Measured copy bandwidth (read + write): " +
+                     ", ".join(f"{k} {v:.1f} GB/s" for k, v in bw.items()))
+    fp = machine.get("fastpose", {})
+    if fp:
+        lines.append(f"fastpose build: CPU ISA {fp.get('cpu_isa_active', '?')}, CUDA kernels {fp.get('cuda', '?')}, "
+                     f"torch {fp.get('torch', '?')}")
+    lines.append("")
+    by_op = collections.OrderedDict()
+    for key, impls in groups.items():
+        by_op.setdefault(key[0], []).append((key, impls))
+    for op, rows in by_op.items():
+        others = sorted({i for _, impls in rows for i in impls} - {"fastpose", "eager", "compile"})
+        lines.append(f"### {op}")
+        lines.append("")
+        head = ["device", "threads", "dtype", "case", "fastpose ms", "eager ms", "compile ms"]
+        head += [f"{o} ms" for o in others]
+        head += ["x eager", "x compile"] + [f"x {o}" for o in others] + ["fastpose GB/s", "% of copy bw"]
+        lines.append("| " + " | ".join(head) + " |")
+        lines.append("|" + "---|" * len(head))
+        for (opname, device, dtype, case, threads), impls in rows:
+            f = impls.get("fastpose", (None, {}))[0]
+            e = impls.get("eager", (None, {}))[0]
+            c = impls.get("compile", (None, {}))[0]
+            info = next(iter(impls.values()))[1]
+            row = [device, str(threads if not device.startswith("cuda") else "-"), dtype, case,
+                   _fmt_ms(f), _fmt_ms(e), _fmt_ms(c)] + [_fmt_ms(impls.get(o, (None,))[0]) for o in others]
+            ratio = lambda base: f"{base / f:.2f}" if (base and f) else "-"  # noqa: E731
+            row += [ratio(e), ratio(c)] + [ratio(impls.get(o, (None,))[0]) for o in others]
+            nbytes = info.get("bytes")
+            if nbytes and f:
+                gbs = nbytes / f / 1e9
+                lim = bw.get(_bandwidth_key(device, threads))
+                row += [f"{gbs:.1f}", f"{100 * gbs / lim:.0f}%" if lim else "-"]
+            else:
+                row += ["-", "-"]
+            lines.append("| " + " | ".join(row) + " |")
+        lines.append("")
+    return "\n".join(lines), dev
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("json", nargs="+")
+    ap.add_argument("-o", "--output")
+    ap.add_argument("--tests", help="a pytest log to append (make gpu-check)")
+    args = ap.parse_args(argv)
+    parts = []
+    for path in args.json:
+        with open(path) as fh:
+            text, dev = build(json.load(fh))
+        parts.append(f"## Benchmarks: {path} ({dev})\n\n{text}")
+    if args.tests:
+        with open(args.tests) as fh:
+            log = fh.read()
+        parts.append("## Tests\n\n```\n" + log[-6000:] + "\n```\n")
+    out = "\n".join(parts)
+    if args.output:
+        with open(args.output, "w") as fh:
+            fh.write(out)
+    else:
+        sys.stdout.write(out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
