@@ -15,22 +15,38 @@ struct DsntKernel {
   T* row_out;  // W: a row of gradients before conversion (16-bit outputs)
   T* qx;       // W: target Gaussian along x, divided by the normaliser
   T* qy;       // H: target Gaussian along y (unnormalised)
+  T* ys;       // H: y grid
+  T* xt;       // kChunk + W: the x grid tiled over a chunk of rows (flat chunks)
+  T* rt;       // kChunk + W: the row index within a chunk, per element (flat chunks)
 
   bool js;     // JS divergence (else KL) when a regulariser is requested
+  T ones_[N];  // 1 in every lane: masks tail lanes
 
   DsntKernel(const DsntProblem& prob, T* scratch) : p(prob), js(prob.reg == DsntReg::JS) {
+    for (int k = 0; k < N; ++k) ones_[k] = T(1);
     const int64_t wpad = p.W + 2 * N;
     xs = scratch;
     row_out = xs + wpad;
     qx = row_out + wpad;
     qy = qx + wpad;
     row_in = qy + p.H + 2 * N;  // kChunk + W: a chunk of converted rows
+    ys = row_in + kChunk + p.W + 2 * N;
+    xt = ys + p.H + 2 * N;
+    rt = xt + kChunk + p.W + 2 * N;
     for (int64_t i = 0; i < p.W; ++i) xs[i] = static_cast<T>((2.0 * i + 1.0) / p.W - 1.0);
+    for (int64_t h = 0; h < p.H; ++h) ys[h] = static_cast<T>((2.0 * h + 1.0) / p.H - 1.0);
+    const int64_t rpc = chunk_rows(), n = (rpc < p.H ? rpc : p.H) * p.W;
+    for (int64_t k = 0; k < n; ++k) {
+      xt[k] = xs[k % p.W];
+      rt[k] = static_cast<T>(k / p.W);
+    }
   }
 
-  static int64_t scratch_elems(const DsntProblem& p) { return 4 * (p.W + 2 * N) + kChunk + p.H + 2 * N; }
+  static int64_t scratch_elems(const DsntProblem& p) {
+    return 4 * (p.W + 2 * N) + 3 * (kChunk + p.W + 2 * N) + 2 * (p.H + 2 * N);
+  }
 
-  inline T ygrid(int64_t h) const { return static_cast<T>((2.0 * h + 1.0) / p.H - 1.0); }
+  inline T ygrid(int64_t h) const { return ys[h]; }
 
   inline const char* map_base(int64_t m) const {
     const int64_t b = m / p.J, j = m - (m / p.J) * p.J;
@@ -140,11 +156,74 @@ struct DsntKernel {
     }
   }
 
+  struct RowSums {
+    V s, sx;
+  };
+  // sum of e = exp(l - m) and of e * x over one row. Its own accumulators (few live registers):
+  // GCC otherwise spills the row-spanning accumulators and the loop runs at store-forwarding speed.
+  // pf_dist > 0: prefetch the row that far ahead (the next chunk, streaming in from memory).
+  __attribute__((always_inline)) inline RowSums exp_row(const T* r, V mv, int64_t pf_dist, const T* ones) const {
+    const T ninf = -__builtin_inf();
+    const int64_t W = p.W;
+    V s0 = V::set1(0), s1 = V::set1(0), x0 = V::set1(0), x1 = V::set1(0);
+    int64_t i = 0;
+    for (; i + 2 * N <= W; i += 2 * N) {
+      if (pf_dist) __builtin_prefetch(r + i + pf_dist);
+      const V e0 = V::exp_nonpos_fast(V::load(r + i) - mv);
+      const V e1 = V::exp_nonpos_fast(V::load(r + i + N) - mv);
+      s0 = s0 + e0;
+      s1 = s1 + e1;
+      x0 = V::fma(e0, V::load(xs + i), x0);
+      x1 = V::fma(e1, V::load(xs + i + N), x1);
+    }
+    for (; i < W; i += N) {
+      const int n = W - i < N ? static_cast<int>(W - i) : N;
+      // tail lanes: exp_nonpos_fast maps -inf to ~1e-38, not 0, hence the mask
+      const V e = V::exp_nonpos_fast(V::load_partial(r + i, n, ninf) - mv) * V::load_partial(ones, n, 0);
+      s0 = s0 + e;
+      x0 = V::fma(e, V::load_partial(xs + i, n, 0), x0);
+    }
+    return {s0 + s1, x0 + x1};
+  }
+
+  struct ChunkSums {
+    double s, sx, sr;
+  };
+  // Sums of e = exp(l - m), e * x and e * (row index within the chunk) over n contiguous logits
+  // of whole rows: no per-row work at all, which matters for W = 48 or 64.
+  __attribute__((always_inline)) inline ChunkSums exp_flat(const T* c, int64_t n, V mv, int64_t pf_dist) const {
+    const T ninf = -__builtin_inf();
+    V s0 = V::set1(0), s1 = V::set1(0), x0 = V::set1(0), x1 = V::set1(0), r0 = V::set1(0), r1 = V::set1(0);
+    int64_t i = 0;
+    for (; i + 2 * N <= n; i += 2 * N) {
+      if (pf_dist) __builtin_prefetch(c + i + pf_dist);
+      const V e0 = V::exp_nonpos_fast(V::load(c + i) - mv);
+      const V e1 = V::exp_nonpos_fast(V::load(c + i + N) - mv);
+      s0 = s0 + e0;
+      s1 = s1 + e1;
+      x0 = V::fma(e0, V::load(xt + i), x0);
+      x1 = V::fma(e1, V::load(xt + i + N), x1);
+      r0 = V::fma(e0, V::load(rt + i), r0);
+      r1 = V::fma(e1, V::load(rt + i + N), r1);
+    }
+    for (; i < n; i += N) {
+      const int k = n - i < N ? static_cast<int>(n - i) : N;
+      // tail lanes: exp_nonpos_fast maps the -inf fill to ~1e-38, so mask them with a 0/1 vector
+      const V e = V::exp_nonpos_fast(V::load_partial(c + i, k, ninf) - mv) * V::load_partial(ones_, k, 0);
+      s0 = s0 + e;
+      x0 = V::fma(e, V::load_partial(xt + i, k, 0), x0);
+      r0 = V::fma(e, V::load_partial(rt + i, k, 0), r0);
+    }
+    return {static_cast<double>(V::hsum(s0 + s1)), static_cast<double>(V::hsum(x0 + x1)),
+            static_cast<double>(V::hsum(r0 + r1))};
+  }
+
   int64_t forward(int64_t begin, int64_t end, T* stats, T* div) {
     const T ninf = -__builtin_inf();
     const int64_t W = p.W, rpc = chunk_rows();
     T ones[N];  // masks the tail lanes, which exp_nonpos_fast maps to ~1e-38 rather than 0
     for (int k = 0; k < N; ++k) ones[k] = T(1);
+    const bool flat = p.stride_h == W || !(p.type == ElemType::F32 || p.type == ElemType::F64);
     int64_t bad = 0;
     for (int64_t m = begin; m < end; ++m) {
       const char* base = map_base(m);
@@ -154,15 +233,16 @@ struct DsntKernel {
         const int64_t h1 = h0 + rpc < p.H ? h0 + rpc : p.H;
         convert_chunk(base, h0, h1);
         V vmax0 = V::set1(ninf), vmax1 = V::set1(ninf);
-        for (int64_t h = h0; h < h1; ++h) {
+        const int64_t nrows = flat ? 1 : h1 - h0, len = flat ? (h1 - h0) * W : W;
+        for (int64_t h = h0; h < h0 + nrows; ++h) {
           const T* r = chunk_row(base, h0, h);
           int64_t i = 0;
-          for (; i + 2 * N <= W; i += 2 * N) {
+          for (; i + 2 * N <= len; i += 2 * N) {
             vmax0 = V::max(vmax0, V::load(r + i));
             vmax1 = V::max(vmax1, V::load(r + i + N));
           }
-          for (; i + N <= W; i += N) vmax0 = V::max(vmax0, V::load(r + i));
-          if (i < W) vmax1 = V::max(vmax1, V::load_partial(r + i, static_cast<int>(W - i), ninf));
+          for (; i + N <= len; i += N) vmax0 = V::max(vmax0, V::load(r + i));
+          if (i < len) vmax1 = V::max(vmax1, V::load_partial(r + i, static_cast<int>(len - i), ninf));
         }
         const T cmax = V::hmax(V::max(vmax0, vmax1));
         if (cmax == ninf) continue;  // a fully masked chunk adds nothing
@@ -174,31 +254,25 @@ struct DsntKernel {
           M = cmax;
         }
         const V mv = V::set1(M);
-        V rs = V::set1(0), rsx0 = V::set1(0), rsx1 = V::set1(0), rsy = V::set1(0);
+        const bool prefetch = h1 < p.H && (p.type == ElemType::F32 || p.type == ElemType::F64);
+        if (flat) {
+          // The chunk's rows are contiguous: one loop over them, y from the row index within the chunk.
+          const T* c = chunk_row(base, h0, h0);
+          const ChunkSums cs = exp_flat(c, (h1 - h0) * W, mv, prefetch ? rpc * W : 0);
+          S += cs.s;
+          SX += cs.sx;
+          SY += static_cast<double>(ygrid(h0)) * cs.s + (2.0 / p.H) * cs.sr;
+          continue;
+        }
+        V rs = V::set1(0), rsx = V::set1(0), rsy = V::set1(0);
         for (int64_t h = h0; h < h1; ++h) {
-          const T* r = chunk_row(base, h0, h);
-          V row0 = V::set1(0), row1 = V::set1(0);
-          int64_t i = 0;
-          for (; i + 2 * N <= W; i += 2 * N) {
-            const V e0 = V::exp_nonpos_fast(V::load(r + i) - mv);
-            const V e1 = V::exp_nonpos_fast(V::load(r + i + N) - mv);
-            row0 = row0 + e0;
-            row1 = row1 + e1;
-            rsx0 = V::fma(e0, V::load(xs + i), rsx0);
-            rsx1 = V::fma(e1, V::load(xs + i + N), rsx1);
-          }
-          for (; i < W; i += N) {
-            const int n = W - i < N ? static_cast<int>(W - i) : N;
-            const V e = V::exp_nonpos_fast(V::load_partial(r + i, n, ninf) - mv) * V::load_partial(ones, n, 0);
-            row0 = row0 + e;
-            rsx0 = V::fma(e, V::load_partial(xs + i, n, 0), rsx0);
-          }
-          row0 = row0 + row1;
-          rs = rs + row0;
-          rsy = V::fma(row0, V::set1(ygrid(h)), rsy);  // y is constant along a row
+          const RowSums r = exp_row(chunk_row(base, h0, h), mv, prefetch ? rpc * p.stride_h : 0, ones);
+          rs = rs + r.s;
+          rsx = rsx + r.sx;
+          rsy = V::fma(r.s, V::set1(ygrid(h)), rsy);  // y is constant along a row
         }
         S += V::hsum(rs);
-        SX += V::hsum(rsx0 + rsx1);
+        SX += V::hsum(rsx);
         SY += V::hsum(rsy);
       }
       T* st = stats + 4 * m;
