@@ -5,8 +5,9 @@
 
 TORCH_LIBRARY(fastpose, m) {
   // ---- fused softmax + DSNT (fastpose/ops/softmax_dsnt.py) ----
-  // stats: (B, J, 4) float32 (float64 for float64 logits), per map the max logit, the sum of
-  // exp(logit - max) and the two coordinates: all the backward needs besides the logits.
+  // stats: (B, J, 4) float32 (float64 for float64 logits), per map a reference r (the max logit, or
+  // within 30 below it), the sum of exp(logit - r) and the two coordinates: all the backward needs
+  // besides the logits.
   m.def("softmax_dsnt(Tensor logits) -> (Tensor coords, Tensor stats)");
   m.def("softmax_dsnt_backward(Tensor grad_coords, Tensor logits, Tensor stats) -> Tensor");
   // reg: 1 = KL(p || q), 2 = JS(p, q), q dsntnn's normalised Gaussian at target (normalised (x, y))

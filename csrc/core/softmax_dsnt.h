@@ -30,7 +30,9 @@ struct DsntProblem {
 // The accumulator type is double for F64 inputs and float otherwise; `stats`, `div`, `target`,
 // `grad_coords` and `grad_div` point to arrays of that type.
 //
-// Forward over maps [begin, end): stats[m] = (max, sum of exp(l - max), x, y) (4 values per map);
+// Forward over maps [begin, end): stats[m] = (ref, sum of exp(l - ref), x, y) (4 values per map),
+// ref the value subtracted before exp: the map's maximum, or (contiguous maps on the CPU, where the
+// reference lags one chunk behind) up to 30 below it;
 // div[m] the divergence when reg != None. Returns how many of those maps had only -inf logits
 // (their stats are NaN): the caller raises.
 int64_t softmax_dsnt_forward(const DsntProblem& p, int64_t begin, int64_t end, void* stats, void* div, Isa isa);

@@ -130,6 +130,9 @@ struct DsntKernel {
   // Rows are processed in chunks of about kChunk elements: one max, at most one rescale and three
   // horizontal sums per chunk, so small maps (W = 48, 64) do not pay per-row overheads.
   static constexpr int64_t kChunk = 1024;
+  // How far above the reference a logit may be before the chunk is redone (e^30 ~ 1e13: chunk sums
+  // stay far from float overflow). The reference saved in stats is within this of the true max.
+  static constexpr T kHeadroom = 30;
   int64_t chunk_rows() const { return p.W >= kChunk ? 1 : kChunk / p.W; }
 
   // Row pointers of rows [h0, h1) of a map; 16-bit rows are converted into row_in first.
@@ -188,34 +191,50 @@ struct DsntKernel {
 
   struct ChunkSums {
     double s, sx, sr;
+    T max;  // the chunk's largest logit, tracked in the same loop
   };
   // Sums of e = exp(l - m), e * x and e * (row index within the chunk) over n contiguous logits
   // of whole rows: no per-row work at all, which matters for W = 48 or 64.
   __attribute__((always_inline)) inline ChunkSums exp_flat(const T* c, int64_t n, V mv, int64_t pf_dist) const {
     const T ninf = -__builtin_inf();
     V s0 = V::set1(0), s1 = V::set1(0), x0 = V::set1(0), x1 = V::set1(0), r0 = V::set1(0), r1 = V::set1(0);
+    V mx0 = V::set1(ninf), mx1 = V::set1(ninf);
     int64_t i = 0;
-    for (; i + 2 * N <= n; i += 2 * N) {
-      if (pf_dist) __builtin_prefetch(c + i + pf_dist);
-      const V e0 = V::exp_nonpos_fast(V::load(c + i) - mv);
-      const V e1 = V::exp_nonpos_fast(V::load(c + i + N) - mv);
-      s0 = s0 + e0;
-      s1 = s1 + e1;
+    for (; i + 4 * N <= n; i += 4 * N) {
+      if (pf_dist) {
+        __builtin_prefetch(c + i + pf_dist);
+        if (4 * N * sizeof(T) > 64) __builtin_prefetch(c + i + pf_dist + 64 / sizeof(T));
+      }
+      const V l0 = V::load(c + i), l1 = V::load(c + i + N), l2 = V::load(c + i + 2 * N), l3 = V::load(c + i + 3 * N);
+      mx0 = V::max(mx0, V::max(l0, l2));
+      mx1 = V::max(mx1, V::max(l1, l3));
+      const V e0 = V::exp_nonpos_fast(l0 - mv);
+      const V e1 = V::exp_nonpos_fast(l1 - mv);
+      const V e2 = V::exp_nonpos_fast(l2 - mv);
+      const V e3 = V::exp_nonpos_fast(l3 - mv);
+      s0 = s0 + (e0 + e2);
+      s1 = s1 + (e1 + e3);
       x0 = V::fma(e0, V::load(xt + i), x0);
       x1 = V::fma(e1, V::load(xt + i + N), x1);
+      x0 = V::fma(e2, V::load(xt + i + 2 * N), x0);
+      x1 = V::fma(e3, V::load(xt + i + 3 * N), x1);
       r0 = V::fma(e0, V::load(rt + i), r0);
       r1 = V::fma(e1, V::load(rt + i + N), r1);
+      r0 = V::fma(e2, V::load(rt + i + 2 * N), r0);
+      r1 = V::fma(e3, V::load(rt + i + 3 * N), r1);
     }
     for (; i < n; i += N) {
       const int k = n - i < N ? static_cast<int>(n - i) : N;
       // tail lanes: exp_nonpos_fast maps the -inf fill to ~1e-38, so mask them with a 0/1 vector
-      const V e = V::exp_nonpos_fast(V::load_partial(c + i, k, ninf) - mv) * V::load_partial(ones_, k, 0);
+      const V l = V::load_partial(c + i, k, ninf);
+      mx0 = V::max(mx0, l);
+      const V e = V::exp_nonpos_fast(l - mv) * V::load_partial(ones_, k, 0);
       s0 = s0 + e;
       x0 = V::fma(e, V::load_partial(xt + i, k, 0), x0);
       r0 = V::fma(e, V::load_partial(rt + i, k, 0), r0);
     }
     return {static_cast<double>(V::hsum(s0 + s1)), static_cast<double>(V::hsum(x0 + x1)),
-            static_cast<double>(V::hsum(r0 + r1))};
+            static_cast<double>(V::hsum(r0 + r1)), V::hmax(V::max(mx0, mx1))};
   }
 
   int64_t forward(int64_t begin, int64_t end, T* stats, T* div) {
@@ -232,6 +251,27 @@ struct DsntKernel {
       for (int64_t h0 = 0; h0 < p.H; h0 += rpc) {
         const int64_t h1 = h0 + rpc < p.H ? h0 + rpc : p.H;
         convert_chunk(base, h0, h1);
+        const bool prefetch = h1 < p.H && (p.type == ElemType::F32 || p.type == ElemType::F64);
+        if (flat && M != ninf) {
+          // Lagged reference: exp relative to the maximum of the chunks so far, tracking this
+          // chunk's maximum in the same loop (no separate max pass). Logits up to kHeadroom above
+          // the reference are exact; further above (rare), rescale to them and redo the chunk.
+          const T* c = chunk_row(base, h0, h0);
+          const int64_t n = (h1 - h0) * W;
+          ChunkSums cs = exp_flat(c, n, V::set1(M), prefetch ? rpc * W : 0);
+          if (cs.max > M + kHeadroom) {
+            const double sc = __builtin_exp(static_cast<double>(M) - static_cast<double>(cs.max));
+            S *= sc;
+            SX *= sc;
+            SY *= sc;
+            M = cs.max;
+            cs = exp_flat(c, n, V::set1(M), 0);
+          }
+          S += cs.s;
+          SX += cs.sx;
+          SY += static_cast<double>(ygrid(h0)) * cs.s + (2.0 / p.H) * cs.sr;
+          continue;
+        }
         V vmax0 = V::set1(ninf), vmax1 = V::set1(ninf);
         const int64_t nrows = flat ? 1 : h1 - h0, len = flat ? (h1 - h0) * W : W;
         for (int64_t h = h0; h < h0 + nrows; ++h) {
@@ -254,7 +294,6 @@ struct DsntKernel {
           M = cmax;
         }
         const V mv = V::set1(M);
-        const bool prefetch = h1 < p.H && (p.type == ElemType::F32 || p.type == ElemType::F64);
         if (flat) {
           // The chunk's rows are contiguous: one loop over them, y from the row index within the chunk.
           const T* c = chunk_row(base, h0, h0);
