@@ -48,6 +48,23 @@ __device__ __forceinline__ float flog<float>(float x) {
   return __logf(x);
 }
 
+// 16-byte vector access (LDG.128 / STG.128): VEC = 16 / sizeof(T) elements.
+template <class T, class A>
+__device__ __forceinline__ void load16(const T* p, A* out) {
+  const uint4 raw = __ldg(reinterpret_cast<const uint4*>(p));
+  const T* v = reinterpret_cast<const T*>(&raw);
+#pragma unroll
+  for (int k = 0; k < static_cast<int>(16 / sizeof(T)); ++k) out[k] = to_acc(v[k]);
+}
+template <class T, class A>
+__device__ __forceinline__ void store16(T* p, const A* in) {
+  uint4 raw;
+  T* v = reinterpret_cast<T*>(&raw);
+#pragma unroll
+  for (int k = 0; k < static_cast<int>(16 / sizeof(T)); ++k) v[k] = static_cast<T>(in[k]);
+  *reinterpret_cast<uint4*>(p) = raw;
+}
+
 struct MapShape {
   int64_t J, H, W, sb, sj, sh;
 };
@@ -71,6 +88,31 @@ struct Online {
       sx += e * x;
       sy += e * y;
     }
+  }
+  // VEC logits of one row at once: one rescale check per vector.
+  template <int VEC>
+  __device__ __forceinline__ void add_vec(const A* l, A x0, A dx, A y) {
+    A lm = l[0];
+#pragma unroll
+    for (int k = 1; k < VEC; ++k) lm = lm > l[k] ? lm : l[k];
+    if (lm > m) {
+      const A c = m == -INFINITY ? A(0) : fexp(m - lm);
+      s *= c;
+      sx *= c;
+      sy *= c;
+      m = lm;
+    }
+    if (m == -INFINITY) return;  // everything so far is masked
+    A rs = 0, rx = 0;
+#pragma unroll
+    for (int k = 0; k < VEC; ++k) {
+      const A e = fexp(l[k] - m);
+      rs += e;
+      rx += e * (x0 + A(k) * dx);
+    }
+    s += rs;
+    sx += rx;
+    sy += rs * y;
   }
   __device__ __forceinline__ void merge(const Online& o) {
     const A M = m > o.m ? m : o.m;
@@ -192,7 +234,17 @@ __global__ void __launch_bounds__(kThreads) softmax_dsnt_fwd_kernel(const T* __r
   const int W32 = static_cast<int>(W), HW32 = static_cast<int>(HW);
   const A ix = A(2) / A(W), iy = A(2) / A(H);
   Online<A> st{-INFINITY, 0, 0, 0};
-  if (s.sh == W) {
+  constexpr int VEC = 16 / sizeof(T);
+  if (s.sh == W && W % VEC == 0 && reinterpret_cast<uintptr_t>(base) % 16 == 0) {
+    // Contiguous rows of whole vectors: 16-byte loads, index math once per vector.
+    const int WV = W32 / VEC, NV = HW32 / VEC;
+    for (int v = threadIdx.x; v < NV; v += kThreads) {
+      const int h = v / WV, w0 = (v - h * WV) * VEC;
+      A l[VEC];
+      load16(base + static_cast<int64_t>(v) * VEC, l);
+      st.template add_vec<VEC>(l, (A(w0) + A(0.5)) * ix - A(1), ix, (A(h) + A(0.5)) * iy - A(1));
+    }
+  } else if (s.sh == W) {
     for (int e = threadIdx.x; e < HW32; e += kThreads) {
       const int h = e / W32, w = e - h * W32;  // 32-bit: 64-bit division is slow
       st.add(to_acc(__ldg(reinterpret_cast<const T*>(base + e))), (A(w) + A(0.5)) * ix - A(1),
@@ -272,6 +324,23 @@ __global__ void __launch_bounds__(kThreads) softmax_dsnt_bwd_kernel(const T* __r
     hbar = block_sum(acc, red);
   }
   T* o = out + m * HW;
+  constexpr int VEC = 16 / sizeof(T);
+  if (!with_reg && s.sh == W && W % VEC == 0 && reinterpret_cast<uintptr_t>(base) % 16 == 0) {
+    // grad = p * (gx (x - cx) + gy (y - cy)): 16-byte loads and stores (out rows are aligned too,
+    // since H * W is a multiple of VEC).
+    const int WV = W32 / VEC, NV = HW32 / VEC;
+    for (int v = threadIdx.x; v < NV; v += kThreads) {
+      const int h = v / WV, w0 = (v - h * WV) * VEC;
+      A l[VEC];
+      load16(base + static_cast<int64_t>(v) * VEC, l);
+      const A ty = gy * ((A(h) + A(0.5)) * iy - A(1) - cy) - gx * cx;
+#pragma unroll
+      for (int k = 0; k < VEC; ++k)
+        l[k] = fexp(l[k] - M) * inv_s * (gx * ((A(w0 + k) + A(0.5)) * ix - A(1)) + ty);
+      store16(o + static_cast<int64_t>(v) * VEC, l);
+    }
+    return;
+  }
   for (int e = threadIdx.x; e < HW32; e += kThreads) {
     const int h = e / W32, w = e - h * W32;
     const A p = fexp(to_acc(base[h * s.sh + w]) - M) * inv_s;
