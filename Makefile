@@ -4,6 +4,8 @@ VENV    ?= .venv
 PY      := $(VENV)/bin/python
 TORCH_PIN ?= torch==2.13.0
 JOBS    ?= $(shell nproc)
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
 # Concurrent builds in one tree (several shells, several developers) would clobber build/: serialise.
 LOCK    := flock /tmp/fastpose-build-$(shell id -u).lock
 
