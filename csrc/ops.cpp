@@ -22,4 +22,12 @@ TORCH_LIBRARY(fastpose, m) {
   // ---- XNOR-popcount binary convolution (fastpose/ops/xnor_conv.py) ----
 
   // ---- nearest upsample + add, HRNet fusion (fastpose/ops/upsample_add.py, hr_fuse.py) ----
+  // CPU kernels in C++; the CUDA kernels are Triton (triton_kernels/), registered from Python.
+  // Integer scale factors only; the output takes skip's (xs[0]'s) memory format.
+  m.def("upsample_add(Tensor low, Tensor skip) -> Tensor");
+  m.def("upsample_add_backward(Tensor grad, Tensor low) -> Tensor");  // grad of low; skip's is grad
+  // No default for relu: torch drops arguments equal to their default before autograd, which
+  // breaks register_autograd's structure check for Tensor[] ops.
+  m.def("hr_fuse(Tensor[] xs, bool relu) -> Tensor");
+  m.def("hr_fuse_backward(Tensor grad, Tensor out, Tensor[] xs, bool relu) -> Tensor[]");
 }

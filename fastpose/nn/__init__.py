@@ -1,4 +1,5 @@
 """Modules built on fastpose ops, drop-in for their PyTorch counterparts."""
 from .dsnt_head import DSNTHead, SoftmaxDSNT
+from .merge import HRFuse, UpsampleAdd
 
-__all__ = ["SoftmaxDSNT", "DSNTHead"]
+__all__ = ["SoftmaxDSNT", "DSNTHead", "UpsampleAdd", "HRFuse"]

@@ -2,6 +2,8 @@
 
 Each op lives in a module of its own holding its fake (meta) kernel, autograd and public function.
 """
+from .hr_fuse import hr_fuse
 from .softmax_dsnt import softmax_dsnt, softmax_dsnt_with_reg
+from .upsample_add import upsample_add
 
-__all__ = ["softmax_dsnt", "softmax_dsnt_with_reg"]
+__all__ = ["softmax_dsnt", "softmax_dsnt_with_reg", "upsample_add", "hr_fuse"]
