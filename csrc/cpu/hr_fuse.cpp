@@ -5,6 +5,7 @@
 
 #include <vector>
 
+#include "cpu/hugepages.h"
 #include "cpu/merge_checks.h"
 
 namespace fastpose {
@@ -43,6 +44,7 @@ at::Tensor hr_fuse_cpu(at::TensorList xs, bool relu) {
   Prepared p = prepare(xs, "hr_fuse");
   at::Tensor out = at::empty(xs[0].sizes(), xs[0].options().memory_format(p.fmt));
   if (out.numel() == 0) return out;
+  advise_hugepages(out);
   const int n = static_cast<int>(p.in.size());
   const int64_t units = core::hr_fuse_units(p.shape, p.in.data(), n);
   void* o = out.data_ptr();
@@ -68,6 +70,7 @@ std::vector<at::Tensor> hr_fuse_backward_cpu(const at::Tensor& grad_in, const at
   std::vector<void*> ptrs;
   for (const at::Tensor& x : xs) {
     grads.push_back(at::empty(x.sizes(), grad.options().memory_format(p.fmt)));
+    advise_hugepages(grads.back());
     ptrs.push_back(grads.back().data_ptr());
   }
   if (grad.numel() == 0) {

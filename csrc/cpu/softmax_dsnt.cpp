@@ -7,6 +7,7 @@
 #include <stdexcept>
 
 #include "core/softmax_dsnt.h"
+#include "cpu/hugepages.h"
 
 namespace fastpose {
 namespace {
@@ -133,6 +134,7 @@ at::Tensor run_backward(const DsntProblem& p, const at::Tensor& logits, const at
   at::Tensor gd;
   if (grad_div) gd = grad_div->to(acc).contiguous();
   at::Tensor out = at::empty({p.B, p.J, p.H, p.W}, logits.options().memory_format(at::MemoryFormat::Contiguous));
+  advise_hugepages(out);
   const core::Isa isa = core::active_isa();
   const void* stp = st.data_ptr();
   const void* gcp = gc.data_ptr();

@@ -3,6 +3,7 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include "cpu/hugepages.h"
 #include "cpu/merge_checks.h"
 
 namespace fastpose {
@@ -19,6 +20,7 @@ at::Tensor upsample_add_cpu(const at::Tensor& low_in, const at::Tensor& skip_in)
   const at::Tensor skip = skip_in.contiguous(fmt), lowc = low_in.contiguous(fmt);
   at::Tensor out = at::empty(skip.sizes(), skip.options().memory_format(fmt));
   if (out.numel() == 0) return out;
+  advise_hugepages(out);
   low.data = lowc.data_ptr();
   const core::MergeShape s = shape_of(skip, fmt, op);
   const int64_t units = core::upsample_add_units(s, low);
@@ -39,6 +41,7 @@ at::Tensor upsample_add_backward_cpu(const at::Tensor& grad_in, const at::Tensor
   const at::Tensor grad = grad_in.contiguous(fmt);
   at::Tensor gl = at::empty(low_ref.sizes(), grad.options().memory_format(fmt));
   if (gl.numel() == 0) return gl;
+  advise_hugepages(gl);
   const core::MergeShape s = shape_of(grad, fmt, op);
   const int64_t units = core::upsample_add_units(s, low);
   const void* gp = grad.data_ptr();
