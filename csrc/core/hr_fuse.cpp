@@ -12,7 +12,13 @@ using merge::Storage;
 int64_t hr_fuse_rows_per_unit(const MergeInput* xs, int n_inputs) {
   int64_t L = 1;
   for (int j = 1; j < n_inputs; ++j) L = merge::lcm(L, xs[j].sh);
-  return L;
+  // Whole blocks of every input, grown (by a factor dividing the rows) to ~1k elements per unit
+  // so that per-unit work amortises.
+  const int64_t H = xs[0].H, W = xs[0].W;
+  int64_t best = L;
+  for (int64_t k = 1; L * k <= H && L * k * W <= 1024; ++k)
+    if ((H / L) % k == 0) best = L * k;
+  return best;
 }
 
 int64_t hr_fuse_units(const MergeShape& s, const MergeInput* xs, int n_inputs) {
@@ -32,36 +38,33 @@ void forward_impl(const MergeShape& s, const MergeInput* xs, int n, bool relu, T
   using A = typename S::A;
   const int64_t H = s.H, W = s.W, C = s.C, L = hr_fuse_rows_per_unit(xs, n), G = H / L;
   if (!s.nhwc) {
-    // Per output row: x0's row plus each low input's row, expanded once and reused for the s output
-    // rows that read it; then the ReLU, one write.
-    std::vector<A> acc(W), ex(static_cast<size_t>(W) * n);
+    // A unit's L rows of a plane are contiguous: x0 is copied and the result stored as one flat run;
+    // each low row is expanded once and added to the sh output rows that read it.
+    std::vector<A> acc(L * W), ex(W);
     for (int64_t u = begin; u < end; ++u) {
       const int64_t plane = u / G, g = u % G;
-      std::vector<int64_t> cached(n, -1);
-      for (int64_t h = g * L; h < (g + 1) * L; ++h) {
-        const T* x0 = static_cast<const T*>(xs[0].data) + (plane * H + h) * W;
-        A* ap = acc.data();
-        for (int64_t w = 0; w < W; ++w) ap[w] = S::ld(x0[w]);
-        for (int j = 1; j < n; ++j) {
-          const MergeInput& x = xs[j];
-          A* ej = ex.data() + j * W;
-          const int64_t hl = h / x.sh;
-          if (cached[j] != hl) {
-            const T* lrow = static_cast<const T*>(x.data) + (plane * x.H + hl) * x.W;
-            for (int64_t k = 0; k < x.W; ++k) {
-              const A v = S::ld(lrow[k]);
-              for (int64_t b = 0; b < x.sw; ++b) ej[k * x.sw + b] = v;
-            }
-            cached[j] = hl;
+      const int64_t off = (plane * H + g * L) * W;
+      const T* x0 = static_cast<const T*>(xs[0].data) + off;
+      A* ap = acc.data();
+      for (int64_t k = 0; k < L * W; ++k) ap[k] = S::ld(x0[k]);
+      for (int j = 1; j < n; ++j) {
+        const MergeInput& x = xs[j];
+        const int64_t rows = L / x.sh;
+        for (int64_t r = 0; r < rows; ++r) {
+          const T* lrow = static_cast<const T*>(x.data) + (plane * x.H + g * rows + r) * x.W;
+          A* e = ex.data();
+          merge::expand_row<T, A, S>(lrow, x.W, x.sw, e);
+          for (int64_t a2 = 0; a2 < x.sh; ++a2) {
+            A* arow = ap + (r * x.sh + a2) * W;
+            for (int64_t w = 0; w < W; ++w) arow[w] += e[w];
           }
-          for (int64_t w = 0; w < W; ++w) ap[w] += ej[w];
         }
-        T* orow = out + (plane * H + h) * W;
-        if (relu) {
-          for (int64_t w = 0; w < W; ++w) orow[w] = S::st(ap[w] > A(0) || ap[w] != ap[w] ? ap[w] : A(0));
-        } else {
-          for (int64_t w = 0; w < W; ++w) orow[w] = S::st(ap[w]);
-        }
+      }
+      T* o = out + off;
+      if (relu) {
+        for (int64_t k = 0; k < L * W; ++k) o[k] = S::st(ap[k] > A(0) || ap[k] != ap[k] ? ap[k] : A(0));
+      } else {
+        for (int64_t k = 0; k < L * W; ++k) o[k] = S::st(ap[k]);
       }
     }
     return;
@@ -113,7 +116,11 @@ void backward_impl(const MergeShape& s, const MergeInput* xs, int n, bool relu, 
       A* gpp = gp.data();
       if (relu) {
         const T* o = out + off;
-        for (int64_t k = 0; k < W * inner; ++k) gpp[k] = S::ld(o[k]) > A(0) ? S::ld(gr[k]) : A(0);
+        // both loads unconditional so the select compiles to a blend, not a mispredicted branch
+        for (int64_t k = 0; k < W * inner; ++k) {
+          const A gv = S::ld(gr[k]), ov = S::ld(o[k]);
+          gpp[k] = ov > A(0) ? gv : A(0);
+        }
       } else {
         for (int64_t k = 0; k < W * inner; ++k) gpp[k] = S::ld(gr[k]);
       }
@@ -123,7 +130,7 @@ void backward_impl(const MergeShape& s, const MergeInput* xs, int n, bool relu, 
         const MergeInput& x = xs[j];
         A* arow = acc.data() + base[j] + ((h - g * L) / x.sh) * x.W * inner;
         if (inner == 1) {
-          for (int64_t w = 0; w < W; ++w) arow[w / x.sw] += gpp[w];
+          merge::reduce_row_add(gpp, x.W, x.sw, arow);
         } else {
           for (int64_t w = 0; w < W; ++w) {
             A* ap = arow + (w / x.sw) * inner;

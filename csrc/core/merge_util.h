@@ -52,6 +52,50 @@ inline void dispatch(ElemType t, F&& f) {
   throw std::invalid_argument("merge kernels: unknown element type");
 }
 
+// dst[k * s + q] = ld(src[k]) for k < n, q < s: nearest expansion of a row by an integer factor.
+// The common factors get constant inner loops, which the compiler unrolls and vectorises.
+template <class T, class A, class S>
+inline void expand_row(const T* src, int64_t n, int64_t s, A* dst) {
+  switch (s) {
+    case 1:
+      for (int64_t k = 0; k < n; ++k) dst[k] = S::ld(src[k]);
+      return;
+    case 2:
+      for (int64_t k = 0; k < n; ++k) dst[2 * k] = dst[2 * k + 1] = S::ld(src[k]);
+      return;
+    case 4:
+      for (int64_t k = 0; k < n; ++k) {
+        const A v = S::ld(src[k]);
+        for (int q = 0; q < 4; ++q) dst[4 * k + q] = v;
+      }
+      return;
+    default:
+      for (int64_t k = 0; k < n; ++k) {
+        const A v = S::ld(src[k]);
+        for (int64_t q = 0; q < s; ++q) dst[k * s + q] = v;
+      }
+  }
+}
+
+// dst[k] += sum_q src[k * s + q] for k < n: the adjoint of expand_row.
+template <class A>
+inline void reduce_row_add(const A* src, int64_t n, int64_t s, A* dst) {
+  switch (s) {
+    case 1:
+      for (int64_t k = 0; k < n; ++k) dst[k] += src[k];
+      return;
+    case 2:
+      for (int64_t k = 0; k < n; ++k) dst[k] += src[2 * k] + src[2 * k + 1];
+      return;
+    default:
+      for (int64_t k = 0; k < n; ++k) {
+        A v = 0;
+        for (int64_t q = 0; q < s; ++q) v += src[k * s + q];
+        dst[k] += v;
+      }
+  }
+}
+
 inline int64_t gcd(int64_t a, int64_t b) { return b == 0 ? a : gcd(b, a % b); }
 inline int64_t lcm(int64_t a, int64_t b) { return a / gcd(a, b) * b; }
 

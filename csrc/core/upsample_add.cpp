@@ -27,10 +27,7 @@ void forward_impl(const MergeShape& s, const MergeInput& low, const T* skip, T* 
     for (int64_t u = begin; u < end; ++u) {
       const int64_t plane = u / Hl, il = u % Hl;
       const T* lrow = lo + (plane * Hl + il) * Wl;
-      for (int64_t j = 0; j < Wl; ++j) {
-        const A v = S::ld(lrow[j]);
-        for (int64_t b = 0; b < sw; ++b) buf[j * sw + b] = v;
-      }
+      merge::expand_row<T, A, S>(lrow, Wl, sw, buf.data());
       for (int64_t a = 0; a < sh; ++a) {
         const int64_t off = (plane * H + il * sh + a) * W;
         const T* srow = skip + off;
@@ -63,7 +60,7 @@ void backward_impl(const MergeShape& s, const MergeInput& low, const T* grad, T*
   using A = typename S::A;
   const int64_t H = s.H, W = s.W, C = s.C, Hl = low.H, Wl = low.W, sh = low.sh, sw = low.sw;
   if (!s.nhwc) {
-    std::vector<A> acc(W);
+    std::vector<A> acc(W + Wl);
     for (int64_t u = begin; u < end; ++u) {
       const int64_t plane = u / Hl, il = u % Hl;
       for (int64_t w = 0; w < W; ++w) acc[w] = 0;
@@ -73,11 +70,10 @@ void backward_impl(const MergeShape& s, const MergeInput& low, const T* grad, T*
         for (int64_t w = 0; w < W; ++w) ap[w] += S::ld(g[w]);
       }
       T* lrow = grad_low + (plane * Hl + il) * Wl;
-      for (int64_t j = 0; j < Wl; ++j) {
-        A v = 0;
-        for (int64_t b = 0; b < sw; ++b) v += acc[j * sw + b];
-        lrow[j] = S::st(v);
-      }
+      A* red = acc.data() + W;  // Wl sums after the W row sums
+      for (int64_t j = 0; j < Wl; ++j) red[j] = 0;
+      merge::reduce_row_add(acc.data(), Wl, sw, red);
+      for (int64_t j = 0; j < Wl; ++j) lrow[j] = S::st(red[j]);
     }
     return;
   }
