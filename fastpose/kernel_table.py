@@ -39,6 +39,14 @@ def _cases():
 
     yield ("softmax_dsnt fwd", "(32,16,64,64) f32", lambda: ops.softmax_dsnt(x), lambda: softmax_dsnt_reference(x))
     yield ("softmax_dsnt fwd+bwd", "(32,16,64,64) f32", fwd_bwd(ops.softmax_dsnt, xg), fwd_bwd(softmax_dsnt_reference, xr))
+    from .ops.hr_fuse import hr_fuse_reference
+    from .ops.upsample_add import upsample_add_reference
+
+    low, skip = torch.randn(8, 256, 32, 32), torch.randn(8, 256, 64, 64)
+    yield ("upsample_add", "(8,256,64,64) f32", lambda: ops.upsample_add(low, skip),
+           lambda: upsample_add_reference(low, skip))
+    xs = [torch.randn(32, 32, 64 >> k, 48 >> k) for k in range(4)]
+    yield ("hr_fuse", "HRNet-W32 final, bs 32", lambda: ops.hr_fuse(xs), lambda: hr_fuse_reference(xs))
     # Ops of the other kernel families join the table as they land.
     extra = getattr(ops, "demo_table_cases", None)
     if extra is not None:
