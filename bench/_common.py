@@ -73,3 +73,16 @@ def measure_copy_bandwidth(device, threads=None, nbytes=256 << 20, reps=5):
 
 
 CPU_THREADS = sorted({1, torch.get_num_threads()})
+
+
+def implementations(fastpose_fn, reference_fn):
+    """name -> callable for "fastpose", "eager" (the reference) and "compile" (torch.compile of the
+    reference, compiled on first use)."""
+    table = {"fastpose": fastpose_fn, "eager": reference_fn}
+
+    def get(name):
+        if name not in table:
+            table[name] = torch.compile(reference_fn, dynamic=False)
+        return table[name]
+
+    return get

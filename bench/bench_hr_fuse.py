@@ -9,7 +9,7 @@ import torch
 
 from fastpose.ops.hr_fuse import hr_fuse, hr_fuse_reference
 
-from _common import CPU_THREADS, num_threads, run, tag
+from _common import CPU_THREADS, implementations, num_threads, run, tag
 
 CUDA = torch.cuda.is_available()
 CASES = {
@@ -17,18 +17,7 @@ CASES = {
     "stage3-b0": (32, [(32, 64, 48), (32, 32, 24), (32, 16, 12)]),
     "stage3-b1": (32, [(64, 32, 24), (64, 16, 12)]),
 }
-_compiled = None
-
-
-def _impl(name):
-    global _compiled
-    if name == "fastpose":
-        return hr_fuse
-    if name == "eager":
-        return hr_fuse_reference
-    if _compiled is None:
-        _compiled = torch.compile(hr_fuse_reference, dynamic=False)
-    return _compiled
+_impl = implementations(hr_fuse, hr_fuse_reference)
 
 
 def _params():

@@ -7,23 +7,12 @@ import torch
 
 from fastpose.ops.upsample_add import upsample_add, upsample_add_reference
 
-from _common import CPU_THREADS, num_threads, run, tag
+from _common import CPU_THREADS, implementations, num_threads, run, tag
 
 CUDA = torch.cuda.is_available()
 # (N, C, H, W) of the output; low is (N, C, H/2, W/2)
 SHAPES = [(8, 256, 64, 64), (32, 256, 64, 64), (64, 32, 64, 48), (1, 256, 64, 64)]
-_compiled = None
-
-
-def _impl(name):
-    global _compiled
-    if name == "fastpose":
-        return upsample_add
-    if name == "eager":
-        return upsample_add_reference
-    if _compiled is None:
-        _compiled = torch.compile(upsample_add_reference, dynamic=False)
-    return _compiled
+_impl = implementations(upsample_add, upsample_add_reference)
 
 
 def _cases():

@@ -111,6 +111,8 @@ def test_onnx_export_uses_standard_ops():
     import io
     import warnings
 
+    onnx = pytest.importorskip("onnx")  # the exporter itself needs it (in the `test` extra)
+
     head = fastpose.nn.DSNTHead(8, 5)
     x = torch.randn(1, 8, 16, 12)
     buf = io.BytesIO()
@@ -120,7 +122,6 @@ def test_onnx_export_uses_standard_ops():
     assert b"fastpose" not in buf.getvalue()
     traced = torch.jit.trace(head, (x,), check_trace=False)
     torch.testing.assert_close(traced(x), head(x), atol=1e-6, rtol=1e-5)
-    onnx = pytest.importorskip("onnx")
     ops = {n.op_type for n in onnx.load_from_string(buf.getvalue()).graph.node}
     assert "Softmax" in ops and all(o in {"Cast", "Concat", "Constant", "Conv", "Mul", "ReduceSum", "Reshape",
                                           "Softmax", "Unsqueeze", "Shape", "Gather", "Slice"} for o in ops), ops

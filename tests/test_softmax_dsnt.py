@@ -94,7 +94,8 @@ def test_backward_matches_reference(dtype, kind, device):
         ((c * gc).sum() + (d * gd).sum()).backward()
         c, d = softmax_dsnt_with_reg_reference(xb, t, 1.0, kind)
         ((c.float() * gc.float()).sum() + (d.float() * gd.float()).sum()).backward()
-    tol = {torch.float32: 1e-6, torch.float16: 2e-3, torch.bfloat16: 2e-2}[dtype]
+    # the divergences' gradients carry log(p) terms of up to ~10: float32 rounding shows at 1e-5
+    tol = {torch.float32: 1e-6 if kind is None else 3e-5, torch.float16: 2e-3, torch.bfloat16: 2e-2}[dtype]
     torch.testing.assert_close(xa.grad.double(), xb.grad.double(), atol=tol, rtol=tol)
 
 

@@ -10,22 +10,14 @@ import triton
 import triton.language as tl
 
 from . import upsample_add as tk_ua
-from .upsample_add import _geometry, _tiles, block_sum, layout
+from .upsample_add import _geometry, _low_offsets, _tiles, block_sum, layout
 
 MAX_INPUTS = 4
 
 
 @triton.jit
 def _add_low(acc, x_ptr, rows, k, mask, H, Hl, SH, SW, C, LOW_INNER, NHWC: tl.constexpr):
-    outer = rows // H
-    h = rows - outer * H
-    base = (outer * Hl + h // SH) * LOW_INNER
-    if NHWC:
-        w = k // C
-        inner = (w // SW) * C + (k - w * C)
-    else:
-        inner = k // SW
-    v = tl.load(x_ptr + base[:, None] + inner[None, :], mask=mask)
+    v = tl.load(x_ptr + _low_offsets(rows, k, H, Hl, SH, SW, C, LOW_INNER, NHWC), mask=mask)
     return acc + v.to(acc.dtype)
 
 

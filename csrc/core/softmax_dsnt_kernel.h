@@ -53,21 +53,24 @@ struct DsntKernel {
     return static_cast<const char*>(p.logits) + (b * p.stride_b + j * p.stride_j) * elem_size(p.type);
   }
 
+  // n float16 / bfloat16 values to T.
+  inline void convert16(const uint16_t* s, T* d, int64_t n) const {
+    int64_t i = 0;
+    if constexpr (N > 1) {
+      if (p.type == ElemType::F16) {
+        for (; i + N <= n; i += N) V::store(d + i, V::load_half(s + i));
+      } else {
+        for (; i + N <= n; i += N) V::store(d + i, V::load_bf16(s + i));
+      }
+    }
+    for (; i < n; ++i) d[i] = static_cast<T>(p.type == ElemType::F16 ? half_to_float(s[i]) : bf16_to_float(s[i]));
+  }
+
   // Row h of a map as T values (a pointer into the input when no conversion is needed).
   inline const T* row(const char* base, int64_t h) {
     const char* src = base + h * p.stride_h * elem_size(p.type);
     if (p.type == ElemType::F32 || p.type == ElemType::F64) return reinterpret_cast<const T*>(src);
-    const uint16_t* s = reinterpret_cast<const uint16_t*>(src);
-    int64_t i = 0;
-    if constexpr (N > 1) {
-      if (p.type == ElemType::F16) {
-        for (; i + N <= p.W; i += N) V::store(row_in + i, V::load_half(s + i));
-      } else {
-        for (; i + N <= p.W; i += N) V::store(row_in + i, V::load_bf16(s + i));
-      }
-    }
-    for (; i < p.W; ++i)
-      row_in[i] = static_cast<T>(p.type == ElemType::F16 ? half_to_float(s[i]) : bf16_to_float(s[i]));
+    convert16(reinterpret_cast<const uint16_t*>(src), row_in, p.W);
     return row_in;
   }
 
@@ -143,20 +146,8 @@ struct DsntKernel {
   }
   inline void convert_chunk(const char* base, int64_t h0, int64_t h1) {
     if (p.type == ElemType::F32 || p.type == ElemType::F64) return;
-    for (int64_t h = h0; h < h1; ++h) {
-      const uint16_t* s = reinterpret_cast<const uint16_t*>(base + h * p.stride_h * 2);
-      T* d = row_in + (h - h0) * p.W;
-      int64_t i = 0;
-      if constexpr (N > 1) {
-        if (p.type == ElemType::F16) {
-          for (; i + N <= p.W; i += N) V::store(d + i, V::load_half(s + i));
-        } else {
-          for (; i + N <= p.W; i += N) V::store(d + i, V::load_bf16(s + i));
-        }
-      }
-      for (; i < p.W; ++i)
-        d[i] = static_cast<T>(p.type == ElemType::F16 ? half_to_float(s[i]) : bf16_to_float(s[i]));
-    }
+    for (int64_t h = h0; h < h1; ++h)
+      convert16(reinterpret_cast<const uint16_t*>(base + h * p.stride_h * 2), row_in + (h - h0) * p.W, p.W);
   }
 
   struct RowSums {
