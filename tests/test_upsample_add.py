@@ -113,3 +113,37 @@ def test_module_and_reference_switch():
     torch.testing.assert_close(m(low, skip), upsample_add_reference(low, skip))
     m.use_reference = True
     torch.testing.assert_close(m(low, skip), upsample_add_reference(low, skip))
+
+
+_ISA_SCRIPT = r"""
+import torch, fastpose
+from fastpose.ops.upsample_add import upsample_add_reference
+from fastpose.ops.hr_fuse import hr_fuse_reference
+torch.manual_seed(0)
+for dt in (torch.float16, torch.bfloat16, torch.float32):
+    for cl in (False, True):
+        f = (lambda t: t.contiguous(memory_format=torch.channels_last)) if cl else (lambda t: t)
+        low, skip = f(torch.randn(2, 5, 3, 7).to(dt)), f(torch.randn(2, 5, 6, 21).to(dt))
+        assert torch.equal(fastpose.ops.upsample_add(low, skip), upsample_add_reference(low, skip))
+        xs = [f(torch.randn(2, 3, 8, 12).to(dt)), f(torch.randn(2, 3, 4, 3).to(dt)), f(torch.randn(2, 3, 1, 4).to(dt))]
+        torch.testing.assert_close(fastpose.ops.hr_fuse(xs), hr_fuse_reference([x.double() for x in xs]).to(dt),
+                                   atol=1e-2, rtol=1e-2)
+        a = [x.detach().requires_grad_() for x in xs]
+        fastpose.ops.hr_fuse(a).sum().backward()
+        assert all(x.grad is not None and torch.isfinite(x.grad.float()).all() for x in a)
+print("ok")
+"""
+
+
+@pytest.mark.parametrize("isa", ["portable", "avx2", "avx512"])
+def test_row_conversions_every_isa(isa):
+    """The 16-bit paths convert rows with F16C/AVX2 or portable code: both must agree with the reference."""
+    import os
+    import subprocess
+    import sys
+
+    if isa != "portable" and not fastpose.build_info()[f"{isa}_supported"]:
+        pytest.skip(f"this CPU has no {isa}")
+    r = subprocess.run([sys.executable, "-c", _ISA_SCRIPT], env=dict(os.environ, FASTPOSE_ISA=isa),
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr

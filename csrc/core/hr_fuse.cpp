@@ -7,7 +7,7 @@
 namespace fastpose {
 namespace core {
 
-using merge::Storage;
+using merge::Rows;
 
 int64_t hr_fuse_rows_per_unit(const MergeInput* xs, int n_inputs) {
   int64_t L = 1;
@@ -34,57 +34,60 @@ inline A relu_if(A v, bool relu) {
 
 template <class T>
 void forward_impl(const MergeShape& s, const MergeInput* xs, int n, bool relu, T* out, int64_t begin, int64_t end) {
-  using S = Storage<T>;
-  using A = typename S::A;
+  using R = Rows<T>;
+  using A = typename R::A;
   const int64_t H = s.H, W = s.W, C = s.C, L = hr_fuse_rows_per_unit(xs, n), G = H / L;
   if (!s.nhwc) {
     // A unit's L rows of a plane are contiguous: x0 is copied and the result stored as one flat run;
     // each low row is expanded once and added to the sh output rows that read it.
-    std::vector<A> acc(L * W), ex(W);
+    std::vector<A> acc(L * W), ex(W), buf(L * W);
     for (int64_t u = begin; u < end; ++u) {
       const int64_t plane = u / G, g = u % G;
       const int64_t off = (plane * H + g * L) * W;
-      const T* x0 = static_cast<const T*>(xs[0].data) + off;
+      const A* x0 = R::load(static_cast<const T*>(xs[0].data) + off, L * W, buf.data(), s);
       A* ap = acc.data();
-      for (int64_t k = 0; k < L * W; ++k) ap[k] = S::ld(x0[k]);
+      for (int64_t k = 0; k < L * W; ++k) ap[k] = x0[k];
       for (int j = 1; j < n; ++j) {
         const MergeInput& x = xs[j];
         const int64_t rows = L / x.sh;
         for (int64_t r = 0; r < rows; ++r) {
           const T* lrow = static_cast<const T*>(x.data) + (plane * x.H + g * rows + r) * x.W;
-          A* e = ex.data();
-          merge::expand_row<T, A, S>(lrow, x.W, x.sw, e);
+          merge::expand_row(R::load(lrow, x.W, buf.data(), s), x.W, x.sw, ex.data());
+          const A* e = ex.data();
           for (int64_t a2 = 0; a2 < x.sh; ++a2) {
             A* arow = ap + (r * x.sh + a2) * W;
             for (int64_t w = 0; w < W; ++w) arow[w] += e[w];
           }
         }
       }
-      T* o = out + off;
+      A* o = R::out(out + off, buf.data());
       if (relu) {
-        for (int64_t k = 0; k < L * W; ++k) o[k] = S::st(ap[k] > A(0) || ap[k] != ap[k] ? ap[k] : A(0));
+        for (int64_t k = 0; k < L * W; ++k) o[k] = ap[k] > A(0) || ap[k] != ap[k] ? ap[k] : A(0);
       } else {
-        for (int64_t k = 0; k < L * W; ++k) o[k] = S::st(ap[k]);
+        for (int64_t k = 0; k < L * W; ++k) o[k] = ap[k];
       }
+      R::commit(o, out + off, L * W, s);
     }
     return;
   }
-  std::vector<A> acc(C);
+  std::vector<A> acc(C), buf(C);
   for (int64_t u = begin; u < end; ++u) {
     const int64_t nb = u / G, g = u % G;
     for (int64_t h = g * L; h < (g + 1) * L; ++h) {
       for (int64_t w = 0; w < W; ++w) {
         const int64_t off = ((nb * H + h) * W + w) * C;
-        const T* x0 = static_cast<const T*>(xs[0].data) + off;
+        const A* x0 = R::load(static_cast<const T*>(xs[0].data) + off, C, buf.data(), s);
         A* ap = acc.data();
-        for (int64_t c = 0; c < C; ++c) ap[c] = S::ld(x0[c]);
+        for (int64_t c = 0; c < C; ++c) ap[c] = x0[c];
         for (int j = 1; j < n; ++j) {
           const MergeInput& x = xs[j];
-          const T* lp = static_cast<const T*>(x.data) + ((nb * x.H + h / x.sh) * x.W + w / x.sw) * C;
-          for (int64_t c = 0; c < C; ++c) ap[c] += S::ld(lp[c]);
+          const A* lp = R::load(static_cast<const T*>(x.data) + ((nb * x.H + h / x.sh) * x.W + w / x.sw) * C, C,
+                                buf.data(), s);
+          for (int64_t c = 0; c < C; ++c) ap[c] += lp[c];
         }
-        T* op = out + off;
-        for (int64_t c = 0; c < C; ++c) op[c] = S::st(relu_if(ap[c], relu));
+        A* o = R::out(out + off, buf.data());
+        for (int64_t c = 0; c < C; ++c) o[c] = relu_if(ap[c], relu);
+        R::commit(o, out + off, C, s);
       }
     }
   }
@@ -93,39 +96,40 @@ void forward_impl(const MergeShape& s, const MergeInput* xs, int n, bool relu, T
 template <class T>
 void backward_impl(const MergeShape& s, const MergeInput* xs, int n, bool relu, const T* grad, const T* out,
                    void* const* grads, int64_t begin, int64_t end) {
-  using S = Storage<T>;
-  using A = typename S::A;
+  using R = Rows<T>;
+  using A = typename R::A;
   const int64_t H = s.H, W = s.W, C = s.C, L = hr_fuse_rows_per_unit(xs, n), G = H / L;
   const int64_t inner = s.nhwc ? C : 1;
-  // Per unit, the block sums of each low input's rows accumulate in float scratch (rows of the
-  // unit only), then are stored once.
+  // Per unit, the block sums of each low input's rows accumulate in scratch (rows of the unit
+  // only), then are stored once.
   std::vector<int64_t> base(n, 0);
   int64_t total = 0;
   for (int j = 1; j < n; ++j) {
     base[j] = total;
     total += (L / xs[j].sh) * xs[j].W * inner;
   }
-  std::vector<A> acc(total > 0 ? total : 1), gp(W * inner);
+  std::vector<A> acc(total > 0 ? total : 1), gp(W * inner), gbuf(W * inner), obuf(W * inner);
   T* g0 = static_cast<T*>(grads[0]);
   for (int64_t u = begin; u < end; ++u) {
     const int64_t outer = u / G, g = u % G;  // outer: plane (NCHW) or image (NHWC)
     for (int64_t k = 0; k < total; ++k) acc[k] = 0;
     for (int64_t h = g * L; h < (g + 1) * L; ++h) {
       const int64_t off = (outer * H + h) * W * inner;
-      const T* gr = grad + off;
+      const A* gr = R::load(grad + off, W * inner, gbuf.data(), s);
       A* gpp = gp.data();
       if (relu) {
-        const T* o = out + off;
+        const A* o = R::load(out + off, W * inner, obuf.data(), s);
         // both loads unconditional so the select compiles to a blend, not a mispredicted branch
         for (int64_t k = 0; k < W * inner; ++k) {
-          const A gv = S::ld(gr[k]), ov = S::ld(o[k]);
+          const A gv = gr[k], ov = o[k];
           gpp[k] = ov > A(0) ? gv : A(0);
         }
       } else {
-        for (int64_t k = 0; k < W * inner; ++k) gpp[k] = S::ld(gr[k]);
+        for (int64_t k = 0; k < W * inner; ++k) gpp[k] = gr[k];
       }
-      T* g0row = g0 + off;
-      for (int64_t k = 0; k < W * inner; ++k) g0row[k] = S::st(gpp[k]);
+      A* g0row = R::out(g0 + off, obuf.data());
+      for (int64_t k = 0; k < W * inner; ++k) g0row[k] = gpp[k];
+      R::commit(g0row, g0 + off, W * inner, s);
       for (int j = 1; j < n; ++j) {
         const MergeInput& x = xs[j];
         A* arow = acc.data() + base[j] + ((h - g * L) / x.sh) * x.W * inner;
@@ -145,7 +149,11 @@ void backward_impl(const MergeShape& s, const MergeInput* xs, int n, bool relu, 
       const int64_t rows = L / x.sh, len = rows * x.W * inner;
       T* dst = static_cast<T*>(grads[j]) + (outer * x.H + g * rows) * x.W * inner;
       const A* src = acc.data() + base[j];
-      for (int64_t k = 0; k < len; ++k) dst[k] = S::st(src[k]);
+      if constexpr (std::is_same<A, T>::value) {
+        for (int64_t k = 0; k < len; ++k) dst[k] = src[k];
+      } else {
+        R::commit(src, dst, len, s);
+      }
     }
   }
 }

@@ -5,7 +5,9 @@
 #include <cstdint>
 #include <stdexcept>
 
+#include "core/convert.h"
 #include "core/dtypes.h"
+#include "core/upsample_add.h"
 
 namespace fastpose {
 namespace core {
@@ -18,24 +20,31 @@ struct BF16 {
   uint16_t v;
 };
 
+// Whole rows in the arithmetic type A: float and double rows are used in place; float16 / bfloat16
+// rows go through a float buffer with vectorised conversions (core/convert.h).
 template <class T>
-struct Storage {
-  using A = T;  // float, double
-  static inline A ld(T v) { return v; }
-  static inline T st(A v) { return v; }
+struct Rows {
+  using A = T;
+  static inline const A* load(const T* src, int64_t, A*, const MergeShape&) { return src; }
+  static inline A* out(T* dst, A*) { return dst; }
+  static inline void commit(const A*, T*, int64_t, const MergeShape&) {}
+};
+template <class T16, ElemType kType>
+struct Rows16 {
+  using A = float;
+  static inline const A* load(const T16* src, int64_t n, A* buf, const MergeShape& s) {
+    to_float_row(kType, reinterpret_cast<const uint16_t*>(src), buf, n, s.isa);
+    return buf;
+  }
+  static inline A* out(T16*, A* buf) { return buf; }
+  static inline void commit(const A* buf, T16* dst, int64_t n, const MergeShape& s) {
+    from_float_row(kType, buf, reinterpret_cast<uint16_t*>(dst), n, s.isa);
+  }
 };
 template <>
-struct Storage<Half> {
-  using A = float;
-  static inline A ld(Half h) { return half_to_float(h.v); }
-  static inline Half st(A v) { return {float_to_half(v)}; }
-};
+struct Rows<Half> : Rows16<Half, ElemType::F16> {};
 template <>
-struct Storage<BF16> {
-  using A = float;
-  static inline A ld(BF16 h) { return bf16_to_float(h.v); }
-  static inline BF16 st(A v) { return {float_to_bf16(v)}; }
-};
+struct Rows<BF16> : Rows16<BF16, ElemType::BF16> {};
 
 template <class F>
 inline void dispatch(ElemType t, F&& f) {
@@ -54,24 +63,24 @@ inline void dispatch(ElemType t, F&& f) {
 
 // dst[k * s + q] = ld(src[k]) for k < n, q < s: nearest expansion of a row by an integer factor.
 // The common factors get constant inner loops, which the compiler unrolls and vectorises.
-template <class T, class A, class S>
-inline void expand_row(const T* src, int64_t n, int64_t s, A* dst) {
+template <class A>
+inline void expand_row(const A* src, int64_t n, int64_t s, A* dst) {
   switch (s) {
     case 1:
-      for (int64_t k = 0; k < n; ++k) dst[k] = S::ld(src[k]);
+      for (int64_t k = 0; k < n; ++k) dst[k] = src[k];
       return;
     case 2:
-      for (int64_t k = 0; k < n; ++k) dst[2 * k] = dst[2 * k + 1] = S::ld(src[k]);
+      for (int64_t k = 0; k < n; ++k) dst[2 * k] = dst[2 * k + 1] = src[k];
       return;
     case 4:
       for (int64_t k = 0; k < n; ++k) {
-        const A v = S::ld(src[k]);
+        const A v = src[k];
         for (int q = 0; q < 4; ++q) dst[4 * k + q] = v;
       }
       return;
     default:
       for (int64_t k = 0; k < n; ++k) {
-        const A v = S::ld(src[k]);
+        const A v = src[k];
         for (int64_t q = 0; q < s; ++q) dst[k * s + q] = v;
       }
   }

@@ -8,7 +8,7 @@
 namespace fastpose {
 namespace core {
 
-using merge::Storage;
+using merge::Rows;
 
 int64_t upsample_add_units(const MergeShape& s, const MergeInput& low) { return (s.nhwc ? s.N : s.N * s.C) * low.H; }
 
@@ -16,38 +16,40 @@ namespace {
 
 template <class T>
 void forward_impl(const MergeShape& s, const MergeInput& low, const T* skip, T* out, int64_t begin, int64_t end) {
-  using S = Storage<T>;
-  using A = typename S::A;
+  using R = Rows<T>;
+  using A = typename R::A;
   const T* lo = static_cast<const T*>(low.data);
   const int64_t H = s.H, W = s.W, C = s.C, Hl = low.H, Wl = low.W, sh = low.sh, sw = low.sw;
   if (!s.nhwc) {
     // One low row, expanded once into buf, feeds sh output rows: each output row is then a
     // contiguous vectorised add.
-    std::vector<A> buf(W);
+    std::vector<A> buf(W), lbuf(Wl), sbuf(W), obuf(W);
     for (int64_t u = begin; u < end; ++u) {
       const int64_t plane = u / Hl, il = u % Hl;
-      const T* lrow = lo + (plane * Hl + il) * Wl;
-      merge::expand_row<T, A, S>(lrow, Wl, sw, buf.data());
+      merge::expand_row(R::load(lo + (plane * Hl + il) * Wl, Wl, lbuf.data(), s), Wl, sw, buf.data());
       for (int64_t a = 0; a < sh; ++a) {
         const int64_t off = (plane * H + il * sh + a) * W;
-        const T* srow = skip + off;
-        T* orow = out + off;
+        const A* sr = R::load(skip + off, W, sbuf.data(), s);
+        A* o = R::out(out + off, obuf.data());
         const A* bp = buf.data();
-        for (int64_t w = 0; w < W; ++w) orow[w] = S::st(S::ld(srow[w]) + bp[w]);
+        for (int64_t w = 0; w < W; ++w) o[w] = sr[w] + bp[w];
+        R::commit(o, out + off, W, s);
       }
     }
     return;
   }
+  std::vector<A> lbuf(C), sbuf(C), obuf(C);
   for (int64_t u = begin; u < end; ++u) {
     const int64_t n = u / Hl, il = u % Hl;
     for (int64_t a = 0; a < sh; ++a) {
       const int64_t h = il * sh + a;
       for (int64_t w = 0; w < W; ++w) {
-        const T* lp = lo + ((n * Hl + il) * Wl + w / sw) * C;
+        const A* lp = R::load(lo + ((n * Hl + il) * Wl + w / sw) * C, C, lbuf.data(), s);
         const int64_t off = ((n * H + h) * W + w) * C;
-        const T* sp = skip + off;
-        T* op = out + off;
-        for (int64_t c = 0; c < C; ++c) op[c] = S::st(S::ld(sp[c]) + S::ld(lp[c]));
+        const A* sp = R::load(skip + off, C, sbuf.data(), s);
+        A* op = R::out(out + off, obuf.data());
+        for (int64_t c = 0; c < C; ++c) op[c] = sp[c] + lp[c];
+        R::commit(op, out + off, C, s);
       }
     }
   }
@@ -56,28 +58,29 @@ void forward_impl(const MergeShape& s, const MergeInput& low, const T* skip, T* 
 template <class T>
 void backward_impl(const MergeShape& s, const MergeInput& low, const T* grad, T* grad_low, int64_t begin,
                    int64_t end) {
-  using S = Storage<T>;
-  using A = typename S::A;
+  using R = Rows<T>;
+  using A = typename R::A;
   const int64_t H = s.H, W = s.W, C = s.C, Hl = low.H, Wl = low.W, sh = low.sh, sw = low.sw;
   if (!s.nhwc) {
-    std::vector<A> acc(W + Wl);
+    std::vector<A> acc(W), red(Wl), gbuf(W);
     for (int64_t u = begin; u < end; ++u) {
       const int64_t plane = u / Hl, il = u % Hl;
       for (int64_t w = 0; w < W; ++w) acc[w] = 0;
       for (int64_t a = 0; a < sh; ++a) {
-        const T* g = grad + (plane * H + il * sh + a) * W;
+        const A* g = R::load(grad + (plane * H + il * sh + a) * W, W, gbuf.data(), s);
         A* ap = acc.data();
-        for (int64_t w = 0; w < W; ++w) ap[w] += S::ld(g[w]);
+        for (int64_t w = 0; w < W; ++w) ap[w] += g[w];
       }
-      T* lrow = grad_low + (plane * Hl + il) * Wl;
-      A* red = acc.data() + W;  // Wl sums after the W row sums
       for (int64_t j = 0; j < Wl; ++j) red[j] = 0;
-      merge::reduce_row_add(acc.data(), Wl, sw, red);
-      for (int64_t j = 0; j < Wl; ++j) lrow[j] = S::st(red[j]);
+      merge::reduce_row_add(acc.data(), Wl, sw, red.data());
+      T* lrow = grad_low + (plane * Hl + il) * Wl;
+      A* o = R::out(lrow, gbuf.data());
+      for (int64_t j = 0; j < Wl; ++j) o[j] = red[j];
+      R::commit(o, lrow, Wl, s);
     }
     return;
   }
-  std::vector<A> acc(C);
+  std::vector<A> acc(C), gbuf(C);
   for (int64_t u = begin; u < end; ++u) {
     const int64_t n = u / Hl, il = u % Hl;
     for (int64_t j = 0; j < Wl; ++j) {
@@ -85,11 +88,13 @@ void backward_impl(const MergeShape& s, const MergeInput& low, const T* grad, T*
       for (int64_t c = 0; c < C; ++c) ap[c] = 0;
       for (int64_t a = 0; a < sh; ++a)
         for (int64_t b = 0; b < sw; ++b) {
-          const T* g = grad + ((n * H + il * sh + a) * W + j * sw + b) * C;
-          for (int64_t c = 0; c < C; ++c) ap[c] += S::ld(g[c]);
+          const A* g = R::load(grad + ((n * H + il * sh + a) * W + j * sw + b) * C, C, gbuf.data(), s);
+          for (int64_t c = 0; c < C; ++c) ap[c] += g[c];
         }
       T* lp = grad_low + ((n * Hl + il) * Wl + j) * C;
-      for (int64_t c = 0; c < C; ++c) lp[c] = S::st(ap[c]);
+      A* o = R::out(lp, gbuf.data());
+      for (int64_t c = 0; c < C; ++c) o[c] = ap[c];
+      R::commit(o, lp, C, s);
     }
   }
 }

@@ -11,6 +11,7 @@
 #include <cstdint>
 
 #include "core/dtypes.h"
+#include "core/isa.h"
 
 namespace fastpose {
 namespace core {
@@ -23,6 +24,7 @@ struct MergeInput {
 
 struct MergeShape {
   ElemType type = ElemType::F32;
+  Isa isa = Isa::Portable;  // for the 16-bit row conversions (the caller passes active_isa())
   bool nhwc = false;
   int64_t N = 0, C = 0, H = 0, W = 0;  // output (and skip / xs[0]) size
 };

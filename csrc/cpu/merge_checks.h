@@ -2,6 +2,7 @@
 #pragma once
 #include <ATen/ATen.h>
 
+#include "core/isa.h"
 #include "core/upsample_add.h"
 
 namespace fastpose {
@@ -53,6 +54,7 @@ inline core::MergeShape shape_of(const at::Tensor& ref, at::MemoryFormat fmt, co
   core::MergeShape s;
   s.type = elem_type(ref, op);
   s.nhwc = fmt == at::MemoryFormat::ChannelsLast;
+  s.isa = core::active_isa();
   s.N = ref.size(0);
   s.C = ref.size(1);
   s.H = ref.size(2);
