@@ -28,5 +28,6 @@ def build_info():
 from . import ops  # noqa: E402
 from . import nn  # noqa: E402
 from . import dsnt  # noqa: E402
+from . import models  # noqa: E402
 
-__all__ = ["ops", "nn", "dsnt", "build_info", "__version__"]
+__all__ = ["ops", "nn", "dsnt", "models", "build_info", "__version__"]
