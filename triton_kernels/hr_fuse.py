@@ -10,7 +10,7 @@ import triton
 import triton.language as tl
 
 from . import upsample_add as tk_ua
-from .upsample_add import _geometry, _low_offsets, _tiles, block_sum, layout
+from .upsample_add import _geometry, _low_offsets, _tiles, block_sum, layout, tile
 
 MAX_INPUTS = 4
 
@@ -26,14 +26,7 @@ def hr_fuse_fwd_kernel(x0_ptr, x1_ptr, x2_ptr, x3_ptr, out_ptr, NROWS, INNER, H,
                        H1, SH1, SW1, LI1, H2, SH2, SW2, LI2, H3, SH3, SW3, LI3,
                        NUM: tl.constexpr, RELU: tl.constexpr, NHWC: tl.constexpr, R: tl.constexpr,
                        BLOCK: tl.constexpr, INT64: tl.constexpr):
-    pid_r = tl.program_id(0)
-    pid_k = tl.program_id(1)
-    if INT64:
-        pid_r = pid_r.to(tl.int64)
-        pid_k = pid_k.to(tl.int64)
-    rows = pid_r * R + tl.arange(0, R)
-    k = pid_k * BLOCK + tl.arange(0, BLOCK)
-    mask = (rows < NROWS)[:, None] & (k < INNER)[None, :]
+    rows, k, mask = tile(NROWS, INNER, R, BLOCK, INT64)
     offs = rows[:, None] * INNER + k[None, :]
     x0 = tl.load(x0_ptr + offs, mask=mask)
     if x0_ptr.dtype.element_ty == tl.float64:

@@ -30,8 +30,8 @@ def _low_offsets(rows, k, H, Hl, SH, SW, C, LOW_INNER, NHWC: tl.constexpr):
 
 
 @triton.jit
-def upsample_add_fwd_kernel(low_ptr, skip_ptr, out_ptr, NROWS, INNER, H, Hl, SH, SW, C, LOW_INNER,
-                            NHWC: tl.constexpr, R: tl.constexpr, BLOCK: tl.constexpr, INT64: tl.constexpr):
+def tile(NROWS, INNER, R: tl.constexpr, BLOCK: tl.constexpr, INT64: tl.constexpr):
+    """This program's R rows and BLOCK-wide slice of the inner run, and the in-bounds mask."""
     pid_r = tl.program_id(0)
     pid_k = tl.program_id(1)
     if INT64:
@@ -39,7 +39,13 @@ def upsample_add_fwd_kernel(low_ptr, skip_ptr, out_ptr, NROWS, INNER, H, Hl, SH,
         pid_k = pid_k.to(tl.int64)
     rows = pid_r * R + tl.arange(0, R)
     k = pid_k * BLOCK + tl.arange(0, BLOCK)
-    mask = (rows < NROWS)[:, None] & (k < INNER)[None, :]
+    return rows, k, (rows < NROWS)[:, None] & (k < INNER)[None, :]
+
+
+@triton.jit
+def upsample_add_fwd_kernel(low_ptr, skip_ptr, out_ptr, NROWS, INNER, H, Hl, SH, SW, C, LOW_INNER,
+                            NHWC: tl.constexpr, R: tl.constexpr, BLOCK: tl.constexpr, INT64: tl.constexpr):
+    rows, k, mask = tile(NROWS, INNER, R, BLOCK, INT64)
     offs = rows[:, None] * INNER + k[None, :]
     s = tl.load(skip_ptr + offs, mask=mask)
     lo = tl.load(low_ptr + _low_offsets(rows, k, H, Hl, SH, SW, C, LOW_INNER, NHWC), mask=mask)
@@ -54,14 +60,7 @@ def upsample_add_fwd_kernel(low_ptr, skip_ptr, out_ptr, NROWS, INNER, H, Hl, SH,
 def block_sum_kernel(grad_ptr, out_ptr, NLROWS, LOW_INNER, INNER, H, Hl, SH, SW, C,
                      NHWC: tl.constexpr, R: tl.constexpr, BLOCK: tl.constexpr, INT64: tl.constexpr):
     """out[low element] = sum of grad over its SH x SW block (each grad element read once)."""
-    pid_r = tl.program_id(0)
-    pid_k = tl.program_id(1)
-    if INT64:
-        pid_r = pid_r.to(tl.int64)
-        pid_k = pid_k.to(tl.int64)
-    lrows = pid_r * R + tl.arange(0, R)
-    k = pid_k * BLOCK + tl.arange(0, BLOCK)
-    mask = (lrows < NLROWS)[:, None] & (k < LOW_INNER)[None, :]
+    lrows, k, mask = tile(NLROWS, LOW_INNER, R, BLOCK, INT64)
     outer = lrows // Hl
     il = lrows - outer * Hl
     if NHWC:

@@ -104,6 +104,15 @@ DsntReg reg_kind(int64_t reg) {
   return static_cast<DsntReg>(reg);
 }
 
+// target: (B*J, 2) in the accumulator type, kept alive by the caller.
+DsntProblem reg_problem(const at::Tensor& logits, const at::Tensor& target, double sigma, int64_t reg) {
+  DsntProblem p = problem(logits);
+  p.reg = reg_kind(reg);
+  p.target = target.data_ptr();
+  p.sigma = sigma;
+  return p;
+}
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor> softmax_dsnt_reg_cpu(const at::Tensor& logits_in,
                                                                     const at::Tensor& target_in, double sigma,
                                                                     int64_t reg) {
@@ -111,10 +120,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> softmax_dsnt_reg_cpu(const at::Te
   TORCH_CHECK_VALUE(sigma > 0, "softmax_dsnt: sigma must be > 0, got ", sigma);
   const at::Tensor logits = rows_contiguous(logits_in);
   const at::Tensor target = target_acc(target_in, logits);
-  DsntProblem p = problem(logits);
-  p.reg = reg_kind(reg);
-  p.target = target.data_ptr();
-  p.sigma = sigma;
+  const DsntProblem p = reg_problem(logits, target, sigma, reg);
   at::Tensor stats = at::empty({p.B, p.J, 4}, logits.options().dtype(acc_type(logits)));
   at::Tensor div = at::empty({p.B, p.J}, stats.options());
   run_forward(p, stats, &div);
@@ -159,10 +165,7 @@ at::Tensor softmax_dsnt_reg_backward_cpu(const at::Tensor& grad_coords, const at
   check_logits(logits_in);
   const at::Tensor logits = rows_contiguous(logits_in);
   const at::Tensor target = target_acc(target_in, logits);
-  DsntProblem p = problem(logits);
-  p.reg = reg_kind(reg);
-  p.target = target.data_ptr();
-  p.sigma = sigma;
+  const DsntProblem p = reg_problem(logits, target, sigma, reg);
   TORCH_CHECK_VALUE(grad_div.dim() == 2 && grad_div.size(0) == p.B && grad_div.size(1) == p.J,
                     "softmax_dsnt_backward: grad_divergence must be (B, J), got ", grad_div.sizes());
   return run_backward(p, logits, stats, grad_coords, &grad_div);
