@@ -20,6 +20,26 @@ TORCH_LIBRARY(fastpose, m) {
       "Tensor stats, float sigma, int reg) -> Tensor");
 
   // ---- XNOR-popcount binary convolution (fastpose/ops/xnor_conv.py) ----
+  // Packed bits: int64 words (N, H, W, ceil(C / 64)), bit b of word k = channel 64 k + b, 1 = +1 (x >= 0),
+  // channels >= C zero. Weights pack the same way to (Cout, KH, KW, ceil(Cin / 64)).
+  m.def("binarize_pack(Tensor x) -> Tensor");
+  // out = conv2d(sign(x), sign(w)) * alpha + bias, alpha = mean|w| per output channel (scale) or 1;
+  // pad_value 0 (border taps contribute nothing) or -1 (border taps read as -1).
+  m.def(
+      "xnor_conv2d(Tensor x, Tensor weight, Tensor? bias, int[2] stride, int[2] padding, int[2] dilation, "
+      "bool scale, int pad_value) -> Tensor");
+  // x: float (N, Cin, H, W) (output in its dtype) or packed int64 (N, H, W, words) (float32 output),
+  // unless out_dtype says otherwise. Optional folded BatchNorm after alpha and bias:
+  // v = v * bn_scale + bn_shift. channels_last: NHWC output (else x's layout; NCHW for packed x).
+  m.def(
+      "xnor_conv2d_packed(Tensor x, Tensor weight_packed, Tensor? alpha, Tensor? bias, int in_channels, "
+      "int[2] stride, int[2] padding, int[2] dilation, int pad_value, Tensor? bn_scale=None, "
+      "Tensor? bn_shift=None, ScalarType? out_dtype=None, bool channels_last=False) -> Tensor");
+  // Straight-through backward (composite of ATen ops): grads of (x, weight, bias); the ones not asked
+  // for in output_mask come back empty.
+  m.def(
+      "xnor_conv2d_backward(Tensor grad, Tensor x, Tensor weight, int[2] stride, int[2] padding, "
+      "int[2] dilation, bool scale, int pad_value, bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
 
   // ---- nearest upsample + add, HRNet fusion (fastpose/ops/upsample_add.py, hr_fuse.py) ----
   // CPU kernels in C++; the CUDA kernels are Triton (triton_kernels/), registered from Python.

@@ -1,0 +1,83 @@
+// XNOR-popcount binary convolution, torch-free core (raw pointers, [begin, end) work ranges).
+//
+// Packed layout (shared with fastpose.ops.binarize_pack and the CUDA kernels):
+//   activations: uint64 words (N, H, W, CW), CW = ceil(C / 64); bit b of word k of pixel (n, h, w) is
+//                channel 64 k + b; a set bit stands for +1 (x >= 0, so -0.0 is +1), a clear bit for -1
+//                (x < 0 and NaN); bits of channels >= C are zero.
+//   weights:     the same packing applied to (Cout, Cin, KH, KW) as (N, C, H, W): (Cout, KH, KW, CW).
+//
+// Dot products over +-1 values: with pad bits zero in BOTH operands, pad bits xor to 0, so over the valid
+// taps  dot = n_valid * Cin - 2 * sum_valid popc(x ^ w). With pad_value = -1 an out-of-image tap reads
+// all channels as -1 (all bits clear), i.e. it contributes Cin - 2 * popc(w_tap).
+//
+// Output element (exact formula, also used by the Python reference of the tests):
+//   acc = float64 if the output is float64 else float32;
+//   out = cast_out( acc(dot) * alpha[o] + bias[o] )   evaluated as two roundings (a multiply, then an
+//   add; never fused), alpha / bias already in acc, alpha absent = no multiply, bias absent = no add.
+//   With a folded BatchNorm: then v = v * bn_scale[o] (rounded), v = v + bn_shift[o] (rounded).
+#pragma once
+#include <cstdint>
+
+#include "core/dtypes.h"
+#include "core/isa.h"
+
+namespace fastpose {
+namespace core {
+
+inline int64_t xnor_words(int64_t channels) { return (channels + 63) / 64; }
+
+// Packs src (N, C, H, W) with arbitrary element strides into dst (N, H, W, CW), rows [begin, end) of
+// the N * H rows (n, h).
+struct PackSource {
+  const void* data;
+  ElemType type;
+  int64_t N, C, H, W;
+  int64_t sn, sc, sh, sw;  // strides in elements
+};
+void binarize_pack(const PackSource& src, uint64_t* dst, int64_t begin, int64_t end, Isa isa);
+
+struct XnorConvProblem {
+  const uint64_t* x;  // (N, H, W, CW)
+  const uint64_t* w;  // (Cout, KH, KW, CW)
+  int64_t N, Cin, H, W, Cout, KH, KW;
+  int64_t sh, sw, ph, pw, dh, dw;
+  int64_t Ho, Wo, CW;
+  int pad_value;          // 0 or -1
+  const int32_t* wpop;    // (Cout, KH * KW) popcounts of each weight tap; needed when pad_value == -1
+  // epilogue
+  const void* alpha;      // (Cout) in acc type, or nullptr
+  const void* bias;       // (Cout) in acc type, or nullptr
+  const void* bn_scale;   // (Cout) in acc type, or nullptr: a folded BatchNorm, v = v * bn_scale + bn_shift
+  const void* bn_shift;   // (Cout) in acc type, or nullptr (only with bn_scale)
+  void* out;
+  ElemType out_type;
+  bool out_nhwc;          // output (N, Ho, Wo, Cout) in memory, else (N, Cout, Ho, Wo)
+  int64_t cout_block;     // output channels per work unit (see xnor_conv_units)
+};
+
+// Work units: (n, oh, block of cout_block output channels).
+int64_t xnor_conv_units(const XnorConvProblem& p);
+void xnor_conv2d_forward(const XnorConvProblem& p, int64_t begin, int64_t end, Isa isa);
+// (Cout, KH * KW) popcounts of the packed weight taps.
+void xnor_weight_popcounts(const uint64_t* w, int64_t taps_total, int64_t CW, int32_t* out);
+
+// Raw popcount sums, the inner kernel (exposed for the unit tests):
+//   dots[o * dots_ostride + q] = sum_s popc(x[q * xstride + xoff[s] + i] ^ w[o * wstride + woff[s] + i]),
+//   over i < L and segments s < nseg; q < npix, o < nout.
+void xnor_popcount_block(const uint64_t* x, int64_t xstride, int npix, const uint64_t* w, int64_t wstride,
+                         int nout, const int64_t* xoff, const int64_t* woff, int nseg, int64_t L,
+                         int32_t* dots, int64_t dots_ostride, Isa isa);
+
+// ISA implementations of xnor_popcount_block and of binarize_pack's float32 fast paths.
+void xnor_popcount_block_avx2(const uint64_t* x, int64_t xstride, int npix, const uint64_t* w, int64_t wstride,
+                              int nout, const int64_t* xoff, const int64_t* woff, int nseg, int64_t L,
+                              int32_t* dots, int64_t dots_ostride);
+void xnor_popcount_block_avx512(const uint64_t* x, int64_t xstride, int npix, const uint64_t* w,
+                                int64_t wstride, int nout, const int64_t* xoff, const int64_t* woff, int nseg,
+                                int64_t L, int32_t* dots, int64_t dots_ostride);
+// float32 rows: NCHW (contiguous along W) / NHWC (contiguous along C) source row -> W * CW words.
+void pack_row_nchw_f32_avx2(const float* src, int64_t C, int64_t W, int64_t sc, uint64_t* dst, int64_t CW);
+void pack_row_nhwc_f32_avx2(const float* src, int64_t C, int64_t W, int64_t sw, uint64_t* dst, int64_t CW);
+
+}  // namespace core
+}  // namespace fastpose

@@ -1,0 +1,263 @@
+// CPU kernels of the XNOR-popcount binary convolution ops (binarize_pack, xnor_conv2d,
+// xnor_conv2d_packed) and the device-independent straight-through backward (xnor_conv2d_backward,
+// CompositeImplicitAutograd: plain ATen ops, so it runs on every device and differentiates again).
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "core/xnor_conv.h"
+#include "cpu/hugepages.h"
+
+namespace fastpose {
+namespace {
+
+const char* kOp = "xnor_conv2d";
+
+core::ElemType elem_type_of(at::ScalarType t, const char* what) {
+  switch (t) {
+    case at::kFloat:
+      return core::ElemType::F32;
+    case at::kHalf:
+      return core::ElemType::F16;
+    case at::kBFloat16:
+      return core::ElemType::BF16;
+    case at::kDouble:
+      return core::ElemType::F64;
+    default:
+      TORCH_CHECK_TYPE(false, kOp, ": ", what, " must be float32, float16, bfloat16 or float64, got ", t);
+  }
+  return core::ElemType::F32;
+}
+
+bool is_channels_last(const at::Tensor& t) {
+  return t.dim() == 4 && t.is_contiguous(at::MemoryFormat::ChannelsLast) && !t.is_contiguous();
+}
+
+at::Tensor pack_impl(const at::Tensor& x, const char* what) {
+  TORCH_CHECK_VALUE(x.dim() == 4, kOp, ": ", what, " must be (N, C, H, W), got shape ", x.sizes());
+  const core::ElemType type = elem_type_of(x.scalar_type(), what);
+  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
+  const int64_t CW = core::xnor_words(C);
+  at::Tensor out = at::empty({N, H, W, CW}, x.options().dtype(at::kLong));
+  if (out.numel() == 0) return out;
+  core::PackSource s{x.data_ptr(), type, N, C, H, W, x.stride(0), x.stride(1), x.stride(2), x.stride(3)};
+  uint64_t* dst = reinterpret_cast<uint64_t*>(out.data_ptr<int64_t>());
+  const core::Isa isa = core::active_isa();
+  const int64_t rows = N * H;
+  const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, W * C));
+  at::parallel_for(0, rows, grain, [&](int64_t b, int64_t e) { core::binarize_pack(s, dst, b, e, isa); });
+  return out;
+}
+
+at::Tensor binarize_pack_cpu(const at::Tensor& x) { return pack_impl(x, "x"); }
+
+std::pair<int64_t, int64_t> pair_arg(at::IntArrayRef v, const char* name) {
+  TORCH_CHECK_VALUE(v.size() == 2, kOp, ": ", name, " must have 2 values, got ", v.size());
+  return {v[0], v[1]};
+}
+
+struct Geometry {
+  int64_t N, Cin, H, W, Cout, KH, KW, sh, sw, ph, pw, dh, dw, Ho, Wo;
+};
+
+Geometry geometry(int64_t N, int64_t Cin, int64_t H, int64_t W, int64_t Cout, int64_t KH, int64_t KW,
+                  at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation) {
+  Geometry g{N, Cin, H, W, Cout, KH, KW, 0, 0, 0, 0, 0, 0, 0, 0};
+  std::tie(g.sh, g.sw) = pair_arg(stride, "stride");
+  std::tie(g.ph, g.pw) = pair_arg(padding, "padding");
+  std::tie(g.dh, g.dw) = pair_arg(dilation, "dilation");
+  TORCH_CHECK_VALUE(g.sh >= 1 && g.sw >= 1, kOp, ": stride must be >= 1, got ", stride);
+  TORCH_CHECK_VALUE(g.dh >= 1 && g.dw >= 1, kOp, ": dilation must be >= 1, got ", dilation);
+  TORCH_CHECK_VALUE(g.ph >= 0 && g.pw >= 0, kOp, ": padding must be >= 0, got ", padding);
+  TORCH_CHECK_VALUE(Cin >= 1 && KH >= 1 && KW >= 1, kOp, ": weight must have Cin, KH, KW >= 1");
+  g.Ho = (H + 2 * g.ph - g.dh * (KH - 1) - 1) / g.sh + 1;
+  g.Wo = (W + 2 * g.pw - g.dw * (KW - 1) - 1) / g.sw + 1;
+  TORCH_CHECK_VALUE(H + 2 * g.ph - g.dh * (KH - 1) - 1 >= 0 && W + 2 * g.pw - g.dw * (KW - 1) - 1 >= 0, kOp,
+                    ": the (dilated) kernel ", KH, "x", KW, " is larger than the padded input ", H + 2 * g.ph, "x",
+                    W + 2 * g.pw);
+  return g;
+}
+
+// The binary convolution of packed operands. alpha / bias: undefined or (Cout) tensors (any float dtype).
+at::Tensor per_channel(const at::Tensor& t, const Geometry& g, at::ScalarType acc, const char* name) {
+  if (!t.defined()) return t;
+  TORCH_CHECK_VALUE(t.dim() == 1 && t.size(0) == g.Cout, kOp, ": ", name, " must be (", g.Cout, "), got shape ",
+                    t.sizes());
+  return t.to(acc).contiguous();
+}
+
+at::Tensor conv_packed_impl(const at::Tensor& xp, const at::Tensor& wp, const at::Tensor& alpha_in,
+                            const at::Tensor& bias_in, const Geometry& g, int64_t pad_value, at::ScalarType out_dtype,
+                            bool out_nhwc, const at::Tensor& bns_in = at::Tensor(),
+                            const at::Tensor& bnt_in = at::Tensor()) {
+  TORCH_CHECK_VALUE(pad_value == 0 || pad_value == -1, kOp, ": pad_value must be 0 or -1, got ", pad_value);
+  const at::ScalarType acc = out_dtype == at::kDouble ? at::kDouble : at::kFloat;
+  const auto opts = xp.options().dtype(out_dtype);
+  at::Tensor out = out_nhwc ? at::empty({g.N, g.Cout, g.Ho, g.Wo}, opts.memory_format(at::MemoryFormat::ChannelsLast))
+                            : at::empty({g.N, g.Cout, g.Ho, g.Wo}, opts);
+  if (out.numel() == 0) return out;
+  advise_hugepages(out);
+  const at::Tensor alpha = per_channel(alpha_in, g, acc, "alpha"), bias = per_channel(bias_in, g, acc, "bias");
+  const at::Tensor bns = per_channel(bns_in, g, acc, "bn_scale"), bnt = per_channel(bnt_in, g, acc, "bn_shift");
+  TORCH_CHECK_VALUE(bns.defined() || !bnt.defined(), kOp, ": bn_shift needs bn_scale");
+  const at::Tensor x = xp.contiguous(), w = wp.contiguous();
+  const int64_t CW = core::xnor_words(g.Cin);
+  std::vector<int32_t> wpop;
+  const uint64_t* wptr = reinterpret_cast<const uint64_t*>(w.data_ptr<int64_t>());
+  if (pad_value != 0) {
+    wpop.resize(g.Cout * g.KH * g.KW);
+    core::xnor_weight_popcounts(wptr, g.Cout * g.KH * g.KW, CW, wpop.data());
+  }
+  core::XnorConvProblem p;
+  p.x = reinterpret_cast<const uint64_t*>(x.data_ptr<int64_t>());
+  p.w = wptr;
+  p.N = g.N, p.Cin = g.Cin, p.H = g.H, p.W = g.W, p.Cout = g.Cout, p.KH = g.KH, p.KW = g.KW;
+  p.sh = g.sh, p.sw = g.sw, p.ph = g.ph, p.pw = g.pw, p.dh = g.dh, p.dw = g.dw;
+  p.Ho = g.Ho, p.Wo = g.Wo, p.CW = CW;
+  p.pad_value = static_cast<int>(pad_value);
+  p.wpop = wpop.empty() ? nullptr : wpop.data();
+  p.alpha = alpha.defined() ? alpha.data_ptr() : nullptr;
+  p.bias = bias.defined() ? bias.data_ptr() : nullptr;
+  p.bn_scale = bns.defined() ? bns.data_ptr() : nullptr;
+  p.bn_shift = bnt.defined() ? bnt.data_ptr() : nullptr;
+  p.out = out.data_ptr();
+  p.out_type = elem_type_of(out_dtype, "output");
+  p.out_nhwc = out_nhwc;
+  // Output-channel blocks of up to 64 (a block's packed filters stay in L1/L2 while a row is swept);
+  // smaller blocks when there are too few rows to keep every thread busy.
+  const int64_t threads = at::get_num_threads();
+  int64_t cb = std::min<int64_t>(g.Cout, 64);
+  while (cb > 4 && g.N * g.Ho * ((g.Cout + cb - 1) / cb) < 4 * threads) cb = (cb + 1) / 2;
+  p.cout_block = cb;
+  const int64_t units = core::xnor_conv_units(p);
+  const core::Isa isa = core::active_isa();
+  at::parallel_for(0, units, 1, [&](int64_t b, int64_t e) { core::xnor_conv2d_forward(p, b, e, isa); });
+  return out;
+}
+
+at::Tensor xnor_conv2d_cpu(const at::Tensor& x, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
+                           at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, bool scale,
+                           int64_t pad_value) {
+  TORCH_CHECK_VALUE(x.dim() == 4, kOp, ": x must be (N, Cin, H, W), got shape ", x.sizes());
+  TORCH_CHECK_VALUE(weight.dim() == 4, kOp, ": weight must be (Cout, Cin, KH, KW), got shape ", weight.sizes());
+  TORCH_CHECK_VALUE(x.size(1) == weight.size(1), kOp, ": x has ", x.size(1), " channels but weight expects ",
+                    weight.size(1), " (groups != 1 is not supported)");
+  elem_type_of(x.scalar_type(), "x");
+  elem_type_of(weight.scalar_type(), "weight");
+  const Geometry g = geometry(x.size(0), x.size(1), x.size(2), x.size(3), weight.size(0), weight.size(2),
+                              weight.size(3), stride, padding, dilation);
+  const at::ScalarType acc = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  at::Tensor alpha;
+  if (scale) alpha = weight.contiguous().to(acc).abs().mean({1, 2, 3});
+  const at::Tensor xp = pack_impl(x, "x"), wp = pack_impl(weight, "weight");
+  return conv_packed_impl(xp, wp, alpha, bias.has_value() ? *bias : at::Tensor(), g, pad_value, x.scalar_type(),
+                          is_channels_last(x));
+}
+
+at::Tensor xnor_conv2d_packed_cpu(const at::Tensor& x, const at::Tensor& weight_packed,
+                                  const c10::optional<at::Tensor>& alpha, const c10::optional<at::Tensor>& bias,
+                                  int64_t in_channels, at::IntArrayRef stride, at::IntArrayRef padding,
+                                  at::IntArrayRef dilation, int64_t pad_value,
+                                  const c10::optional<at::Tensor>& bn_scale, const c10::optional<at::Tensor>& bn_shift,
+                                  c10::optional<at::ScalarType> out_dtype_opt, bool channels_last) {
+  const int64_t CW = core::xnor_words(in_channels);
+  TORCH_CHECK_VALUE(in_channels >= 1, kOp, ": in_channels must be >= 1, got ", in_channels);
+  TORCH_CHECK_TYPE(weight_packed.scalar_type() == at::kLong, kOp, ": weight_packed must be int64, got ",
+                   weight_packed.scalar_type());
+  TORCH_CHECK_VALUE(weight_packed.dim() == 4 && weight_packed.size(3) == CW, kOp,
+                    ": weight_packed must be (Cout, KH, KW, ", CW, ") for in_channels=", in_channels, ", got shape ",
+                    weight_packed.sizes());
+  at::Tensor xp;
+  at::ScalarType out_dtype;
+  bool nhwc = false;
+  int64_t N, H, W;
+  if (x.scalar_type() == at::kLong) {
+    TORCH_CHECK_VALUE(x.dim() == 4 && x.size(3) == CW, kOp, ": packed x must be (N, H, W, ", CW,
+                      ") int64 words for in_channels=", in_channels, ", got shape ", x.sizes());
+    xp = x;
+    out_dtype = at::kFloat;
+    N = x.size(0), H = x.size(1), W = x.size(2);
+  } else {
+    TORCH_CHECK_VALUE(x.dim() == 4 && x.size(1) == in_channels, kOp, ": x must be (N, ", in_channels,
+                      ", H, W), got shape ", x.sizes());
+    elem_type_of(x.scalar_type(), "x");
+    xp = pack_impl(x, "x");
+    out_dtype = x.scalar_type();
+    nhwc = is_channels_last(x);
+    N = x.size(0), H = x.size(2), W = x.size(3);
+  }
+  if (out_dtype_opt.has_value()) {
+    out_dtype = *out_dtype_opt;
+    elem_type_of(out_dtype, "out_dtype");
+  }
+  const Geometry g = geometry(N, in_channels, H, W, weight_packed.size(0), weight_packed.size(1),
+                              weight_packed.size(2), stride, padding, dilation);
+  const auto opt = [](const c10::optional<at::Tensor>& t) { return t.has_value() ? *t : at::Tensor(); };
+  return conv_packed_impl(xp, weight_packed, opt(alpha), opt(bias), g, pad_value, out_dtype, nhwc || channels_last,
+                          opt(bn_scale), opt(bn_shift));
+}
+
+// Straight-through backward of  out = conv2d(sign(x), alpha(w) * sign(w)) + bias  with the surrogate
+//   x -> clamp(x, -1, 1)          (gradient passes where |x| <= 1)
+//   w -> alpha(w) * w             (alpha = mean |w| per output channel, differentiated too: XNOR-Net)
+std::tuple<at::Tensor, at::Tensor, at::Tensor> xnor_conv2d_backward(
+    const at::Tensor& grad, const at::Tensor& x, const at::Tensor& weight, at::IntArrayRef stride,
+    at::IntArrayRef padding, at::IntArrayRef dilation, bool scale, int64_t pad_value, std::array<bool, 3> mask) {
+  const auto dt = grad.scalar_type();
+  const at::Tensor xb = at::where(x >= 0, at::ones({}, x.options()), -at::ones({}, x.options())).to(dt);
+  at::Tensor xin = xb;
+  std::vector<int64_t> pad(padding.begin(), padding.end());
+  if (pad_value != 0) {
+    xin = at::constant_pad_nd(xb, {padding[1], padding[1], padding[0], padding[0]}, -1.0);
+    pad = {0, 0};
+  }
+  const at::Tensor w = weight.to(dt);
+  const at::Tensor ws = at::where(w >= 0, at::ones({}, w.options()), -at::ones({}, w.options()));
+  at::Tensor alpha;
+  at::Tensor weff = ws;
+  if (scale) {
+    alpha = w.abs().mean({1, 2, 3}, /*keepdim=*/true);
+    weff = ws * alpha;
+  }
+  const bool need_w = mask[1];
+  auto r = at::convolution_backward(grad, xin, weff, c10::nullopt, stride, pad, dilation, false, {0, 0}, 1,
+                                    {mask[0], need_w, false});
+  // Gradients not asked for come back as empty tensors (the schema has no optional returns).
+  at::Tensor gx = x.new_empty({0}), gw = weight.new_empty({0}), gb = grad.new_empty({0});
+  const at::Tensor G = std::get<1>(r);
+  if (mask[2]) gb = grad.sum({0, 2, 3});
+  if (mask[0]) {
+    gx = std::get<0>(r);
+    if (pad_value != 0)
+      gx = gx.narrow(2, padding[0], x.size(2)).narrow(3, padding[1], x.size(3));
+    gx = gx * (x.abs() <= 1).to(dt);
+    gx = gx.to(x.scalar_type());
+  }
+  if (need_w) {
+    if (scale) {
+      const double n = static_cast<double>(w.size(1) * w.size(2) * w.size(3));
+      gw = alpha * G + w.sign() * ((G * w).sum({1, 2, 3}, /*keepdim=*/true) / n);
+    } else {
+      gw = G;
+    }
+    gw = gw.to(weight.scalar_type());
+  }
+  return {gx, gw, gb};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(fastpose, CPU, m) {
+  m.impl("binarize_pack", &binarize_pack_cpu);
+  m.impl("xnor_conv2d", &xnor_conv2d_cpu);
+  m.impl("xnor_conv2d_packed", &xnor_conv2d_packed_cpu);
+}
+
+TORCH_LIBRARY_IMPL(fastpose, CompositeImplicitAutograd, m) {
+  m.impl("xnor_conv2d_backward", &xnor_conv2d_backward);
+}
+
+}  // namespace fastpose
