@@ -1,0 +1,266 @@
+"""fastpose.ops.xnor_conv2d: bit-exact against sign-then-conv2d, every ISA path, STE gradients."""
+import random
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import fastpose
+from fastpose.ops import binarize, binarize_pack, xnor_alpha, xnor_conv2d, xnor_conv2d_packed, xnor_conv2d_reference
+
+from conftest import DEVICES
+
+ISAS = ["portable", "avx2", "avx512"]
+
+
+@pytest.fixture(params=ISAS)
+def isa(request, monkeypatch):
+    name = request.param
+    if name != "portable" and not fastpose.build_info()[f"{name}_supported"]:
+        pytest.skip(f"this CPU has no {name} (FASTPOSE_ISA={name} would raise)")
+    monkeypatch.setenv("FASTPOSE_ISA", name)
+    return name
+
+
+def literal_reference(x, w, bias, stride, padding, dilation, scale, pad_value):
+    """The issue's definition, written out: F.conv2d(binarize(x), binarize(w)) * alpha + bias in float32
+    (float64 for float64 x), -1 borders by explicit padding."""
+    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+    xb, wb = binarize(x.to(acc)), binarize(w.to(acc))
+    if pad_value == -1:
+        xb = F.pad(xb, (padding, padding, padding, padding), value=-1.0)
+        padding = 0
+    dot = F.conv2d(xb, wb, stride=stride, padding=padding, dilation=dilation)
+    out = dot
+    if scale:
+        out = out * w.contiguous().to(acc).abs().mean((1, 2, 3)).view(1, -1, 1, 1)
+    if bias is not None:
+        out = out + bias.to(acc).view(1, -1, 1, 1)
+    return out.to(x.dtype)
+
+
+def random_case(rng):
+    k = rng.choice([1, 3, 5, 7])
+    cin = rng.choice([1, 3, 31, 33, 64, 65, 100, 128, 257])
+    cout = rng.choice([1, 4, 5, 9, 16])
+    s, d = rng.choice([1, 1, 2, 3]), rng.choice([1, 1, 2])
+    p = rng.choice([0, 1, k // 2, k])
+    ext = d * (k - 1) + 1
+    h = rng.randint(max(1, ext - 2 * p), max(1, ext - 2 * p) + 9)
+    w = rng.randint(max(1, ext - 2 * p), max(1, ext - 2 * p) + 9)
+    n = rng.choice([0, 1, 2])
+    return n, cin, cout, h, w, k, s, p, d
+
+
+CASES = [random_case(random.Random(i)) for i in range(24)] + [
+    (1, 256, 8, 16, 16, 3, 1, 1, 1), (2, 64, 8, 8, 8, 3, 1, 1, 1), (1, 33, 6, 1, 1, 1, 1, 0, 1),
+    (1, 3, 4, 1, 1, 3, 1, 1, 1), (1, 65, 5, 2, 3, 7, 1, 3, 1), (0, 31, 4, 5, 5, 3, 1, 1, 1),
+    (1, 128, 12, 9, 17, 3, 2, 1, 1), (1, 100, 7, 12, 10, 3, 1, 2, 2), (2, 257, 3, 6, 7, 5, 2, 2, 1)]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[",".join(map(str, c)) for c in CASES])
+@pytest.mark.parametrize("pad_value", [0, -1])
+def test_forward_exact(isa, case, pad_value):
+    n, cin, cout, h, w, k, s, p, d = case
+    x = torch.randn(n, cin, h, w)
+    wt = torch.randn(cout, cin, k, k)
+    b = torch.randn(cout)
+    got = xnor_conv2d(x, wt, b, s, p, d, True, pad_value)
+    ref = literal_reference(x, wt, b, s, p, d, True, pad_value)
+    assert got.shape == ref.shape
+    assert torch.equal(got, ref)
+    assert torch.equal(got, xnor_conv2d_reference(x, wt, b, s, p, d, True, pad_value))
+
+
+@pytest.mark.parametrize("scale", [True, False])
+@pytest.mark.parametrize("bias", [True, False])
+def test_scale_and_bias_options(isa, scale, bias):
+    x, wt = torch.randn(2, 37, 6, 5), torch.randn(6, 37, 3, 3)
+    b = torch.randn(6) if bias else None
+    got = xnor_conv2d(x, wt, b, padding=1, scale=scale)
+    assert torch.equal(got, literal_reference(x, wt, b, 1, 1, 1, scale, 0))
+    if not scale and not bias:  # integer dot products
+        assert torch.equal(got, got.round())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
+def test_dtypes(isa, dtype):
+    x, wt, b = torch.randn(2, 70, 7, 6, dtype=dtype), torch.randn(5, 70, 3, 3, dtype=dtype), torch.randn(5)
+    got = xnor_conv2d(x, wt, b, stride=2, padding=1)
+    assert got.dtype == dtype
+    assert torch.equal(got, literal_reference(x, wt, b, 2, 1, 1, True, 0))
+
+
+def test_mixed_weight_dtype():
+    x, wt = torch.randn(1, 20, 5, 5, dtype=torch.float16), torch.randn(3, 20, 3, 3)
+    got = xnor_conv2d(x, wt, None, padding=1)
+    assert got.dtype == torch.float16
+    assert torch.equal(got, xnor_conv2d_reference(x, wt, None, padding=1))
+
+
+@pytest.mark.parametrize("layout", ["channels_last", "noncontiguous"])
+def test_layouts(isa, layout):
+    base = torch.randn(2, 66, 9, 10)
+    x = base.contiguous(memory_format=torch.channels_last) if layout == "channels_last" else \
+        torch.randn(2, 132, 9, 20)[:, 1::2, :, ::2]
+    wt = torch.randn(8, 66, 3, 3)[:, :, :, :]
+    wt_nc = torch.randn(8, 66, 3, 6)[:, :, :, ::2]  # non-contiguous weight too
+    for w_ in (wt, wt_nc):
+        got = xnor_conv2d(x, w_, None, padding=1)
+        assert torch.equal(got, literal_reference(x.contiguous(), w_, None, 1, 1, 1, True, 0))
+    if layout == "channels_last":
+        assert got.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("pad_value", [0, -1])
+def test_packed_input(isa, pad_value):
+    x, wt, b = torch.randn(2, 100, 8, 9), torch.randn(7, 100, 3, 3), torch.randn(7)
+    xp = binarize_pack(x)
+    got = xnor_conv2d(xp, wt, b, 1, 1, 1, True, pad_value)
+    assert got.dtype == torch.float32
+    assert torch.equal(got, literal_reference(x, wt, b, 1, 1, 1, True, pad_value))
+    wp, alpha = binarize_pack(wt), xnor_alpha(wt)
+    assert torch.equal(xnor_conv2d_packed(xp, wp, alpha, b, 100, 1, 1, 1, pad_value), got)
+    assert torch.equal(xnor_conv2d_packed(x, wp, alpha, b, 100, 1, 1, 1, pad_value), got)
+
+
+def test_packed_epilogue_options(isa):
+    x, wt, b = torch.randn(2, 40, 6, 7), torch.randn(6, 40, 3, 3), torch.randn(6)
+    s, t = torch.randn(6), torch.randn(6)
+    wp, alpha = binarize_pack(wt), xnor_alpha(wt)
+    base = literal_reference(x, wt, b, 1, 1, 1, True, 0)
+    ref = (base * s.view(1, -1, 1, 1)) + t.view(1, -1, 1, 1)
+    for out_dtype in (None, torch.float16, torch.bfloat16):
+        for cl in (False, True):
+            got = xnor_conv2d_packed(binarize_pack(x), wp, alpha, b, 40, 1, 1, 1, 0, bn_scale=s, bn_shift=t,
+                                     out_dtype=out_dtype, channels_last=cl)
+            assert got.dtype == (out_dtype or torch.float32)
+            assert got.is_contiguous(memory_format=torch.channels_last) == cl
+            assert torch.equal(got, ref.to(got.dtype))
+
+
+def test_empty_and_no_channels_out():
+    x, wt = torch.randn(0, 9, 4, 4), torch.randn(3, 9, 3, 3)
+    assert xnor_conv2d(x, wt, None, padding=1).shape == (0, 3, 4, 4)
+    assert xnor_conv2d(binarize_pack(x), wt, None, padding=1).shape == (0, 3, 4, 4)
+    assert xnor_conv2d(torch.randn(2, 9, 4, 4), torch.randn(0, 9, 3, 3)).shape == (2, 0, 2, 2)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Straight-through gradients against autograd of the declared surrogate (float64)
+
+
+def surrogate(x, w, b, stride, padding, dilation, scale, pad_value):
+    xs = x.clamp(-1, 1)
+    xs = xs + (binarize(x) - xs).detach()  # value sign(x), gradient of clamp (|x| <= 1 passes)
+    if scale:
+        alpha = w.abs().mean((1, 2, 3), keepdim=True)
+        ws = alpha * w
+        ws = ws + (alpha.detach() * binarize(w) - ws).detach()  # value alpha*sign(w), gradient of alpha(w)*w
+    else:
+        ws = w + (binarize(w) - w).detach()
+    if pad_value == -1:
+        xs = F.pad(xs, (padding, padding, padding, padding), value=-1.0)
+        padding = 0
+    return F.conv2d(xs, ws, b, stride=stride, padding=padding, dilation=dilation)
+
+
+@pytest.mark.parametrize("scale", [True, False])
+@pytest.mark.parametrize("pad_value", [0, -1])
+@pytest.mark.parametrize("geom", [(1, 1, 1), (2, 1, 1), (1, 2, 2)])
+def test_ste_gradients(scale, pad_value, geom):
+    stride, padding, dilation = geom
+    x = (torch.randn(2, 7, 6, 7, dtype=torch.float64) * 1.5).requires_grad_()
+    x.data[0, 0, 0, :2] = torch.tensor([1.0, -1.0], dtype=torch.float64)  # |x| = 1 passes
+    w = torch.randn(4, 7, 3, 3, dtype=torch.float64).requires_grad_()
+    w.data[0, 0, 0, 0] = 0.0
+    b = torch.randn(4, dtype=torch.float64).requires_grad_()
+    out = xnor_conv2d(x, w, b, stride, padding, dilation, scale, pad_value)
+    ref = surrogate(x, w, b, stride, padding, dilation, scale, pad_value)
+    assert torch.allclose(out, ref, rtol=1e-12, atol=1e-12)
+    g = torch.randn_like(out)
+    got = torch.autograd.grad(out, (x, w, b), g)
+    exp = torch.autograd.grad(ref, (x, w, b), g)
+    for a, e in zip(got, exp):
+        torch.testing.assert_close(a, e, rtol=1e-10, atol=1e-10)
+    assert got[0][0, 0, 0, 0] != 0 or g.abs().sum() == 0
+
+
+def test_gradient_masks_and_dtypes():
+    x = torch.randn(1, 5, 4, 4, dtype=torch.float16, requires_grad=True)
+    w = torch.randn(3, 5, 3, 3, requires_grad=True)
+    out = xnor_conv2d(x, w, None, padding=1)
+    gx, gw = torch.autograd.grad(out.float().sum(), (x, w))
+    assert gx.dtype == torch.float16 and gw.dtype == torch.float32
+    assert torch.all(gx[x.detach().abs() > 1] == 0)
+    # only the input needs a gradient
+    (gx2,) = torch.autograd.grad(xnor_conv2d(x, w.detach(), None, padding=1).float().sum(), (x,))
+    assert torch.equal(gx2, gx)
+
+
+def test_gradcheck_smooth_parts():
+    # The forward is piecewise constant in x and sign(w); it is smooth (affine) in the bias, and the
+    # backward op is linear in the incoming gradient (so its own backward is checked too).
+    x, w = torch.randn(1, 4, 5, 5, dtype=torch.float64), torch.randn(3, 4, 3, 3, dtype=torch.float64)
+    b = torch.randn(3, dtype=torch.float64, requires_grad=True)
+    torch.autograd.gradcheck(lambda b_: xnor_conv2d(x, w, b_, 1, 1, 1, True, 0), (b,))
+    g = torch.randn(1, 3, 5, 5, dtype=torch.float64, requires_grad=True)
+    torch.autograd.gradcheck(
+        lambda g_: torch.ops.fastpose.xnor_conv2d_backward(g_, x, w, [1, 1], [1, 1], [1, 1], True, -1,
+                                                           [True, True, True]), (g,))
+
+
+def test_opcheck():
+    x, w, b = torch.randn(2, 5, 6, 6), torch.randn(3, 5, 3, 3), torch.randn(3)
+    torch.library.opcheck(torch.ops.fastpose.xnor_conv2d.default, (x, w, b, [1, 1], [1, 1], [1, 1], True, 0))
+    torch.library.opcheck(torch.ops.fastpose.xnor_conv2d.default,
+                          (x.requires_grad_(), w.requires_grad_(), None, [2, 1], [1, 0], [1, 1], False, -1),
+                          test_utils=("test_schema", "test_autograd_registration", "test_faketensor"))
+    xp, wp = binarize_pack(x.detach()), binarize_pack(w.detach())
+    torch.library.opcheck(torch.ops.fastpose.xnor_conv2d_packed.default,
+                          (xp, wp, xnor_alpha(w), b, 5, [1, 1], [1, 1], [1, 1], 0))
+    torch.library.opcheck(torch.ops.fastpose.xnor_conv2d_packed.default,
+                          (x.detach(), wp, None, None, 5, [1, 1], [1, 1], [1, 1], -1, b, None, torch.float16, True))
+
+
+def test_torch_compile():
+    x, w, b = torch.randn(2, 20, 7, 7), torch.randn(4, 20, 3, 3), torch.randn(4)
+    f = torch.compile(lambda x_, w_, b_: xnor_conv2d(x_, w_, b_, padding=1) + 1, fullgraph=True)
+    assert torch.equal(f(x, w, b), xnor_conv2d(x, w, b, padding=1) + 1)
+
+
+def test_bad_input():
+    x, w = torch.randn(1, 8, 5, 5), torch.randn(3, 8, 3, 3)
+    with pytest.raises(ValueError, match=r"x must be \(N, 8, H, W\)"):
+        xnor_conv2d(torch.randn(1, 4, 5, 5), w)
+    with pytest.raises(ValueError, match="x must have 4 dimensions"):
+        xnor_conv2d(torch.randn(8, 5, 5), w)
+    with pytest.raises(TypeError, match="x must have dtype"):
+        xnor_conv2d(x.to(torch.int32), w)
+    with pytest.raises(TypeError, match="weight must have dtype"):
+        xnor_conv2d(x, w.to(torch.int64))
+    with pytest.raises(ValueError, match=r"packed x must be \(N, H, W, 1\)"):
+        xnor_conv2d(torch.zeros(1, 5, 5, 2, dtype=torch.int64), w)
+    with pytest.raises(ValueError, match="pad_value must be 0 or -1"):
+        xnor_conv2d(x, w, pad_value=1)
+    with pytest.raises(ValueError, match="bias must be"):
+        xnor_conv2d(x, w, torch.randn(4))
+    with pytest.raises(ValueError, match="stride must be >= 1"):
+        xnor_conv2d(x, w, stride=0)
+    with pytest.raises(ValueError, match="larger than the padded input"):
+        xnor_conv2d(torch.randn(1, 8, 2, 2), w)
+    with pytest.raises(ValueError, match=r"weight_packed must be \(Cout, KH, KW, 2\)"):
+        xnor_conv2d_packed(x, binarize_pack(w), None, None, 70)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("pad_value", [0, -1])
+def test_device(device, pad_value):
+    for (n, cin, cout, h, w, k, s, p, d) in CASES[:12] + [(4, 256, 64, 32, 32, 3, 1, 1, 1)]:
+        x = torch.randn(n, cin, h, w, device=device)
+        wt, b = torch.randn(cout, cin, k, k, device=device), torch.randn(cout, device=device)
+        got = xnor_conv2d(x, wt, b, s, p, d, True, pad_value)
+        assert torch.equal(got.cpu(), literal_reference(x.cpu(), wt.cpu(), b.cpu(), s, p, d, True, pad_value))
+        xh = x.half().contiguous(memory_format=torch.channels_last)
+        assert torch.equal(xnor_conv2d(xh, wt, b, s, p, d, True, pad_value).cpu(),
+                           literal_reference(xh.cpu(), wt.cpu(), b.cpu(), s, p, d, True, pad_value))
