@@ -22,10 +22,12 @@ def isa(request, monkeypatch):
     return name
 
 
-def literal_reference(x, w, bias, stride, padding, dilation, scale, pad_value):
+def literal_reference(x, w, bias, stride, padding, dilation, scale, pad_value, alpha=None):
     """The issue's definition, written out: F.conv2d(binarize(x), binarize(w)) * alpha + bias in float32
-    (float64 for float64 x), -1 borders by explicit padding."""
+    (float64 for float64 x), -1 borders by explicit padding. Computed on the CPU (exact integer dots);
+    alpha may be given (computed on another device, whose mean may round differently)."""
     acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+    x, w, bias = x.cpu(), w.cpu(), bias.cpu() if bias is not None else None
     xb, wb = binarize(x.to(acc)), binarize(w.to(acc))
     if pad_value == -1:
         xb = F.pad(xb, (padding, padding, padding, padding), value=-1.0)
@@ -33,7 +35,9 @@ def literal_reference(x, w, bias, stride, padding, dilation, scale, pad_value):
     dot = F.conv2d(xb, wb, stride=stride, padding=padding, dilation=dilation)
     out = dot
     if scale:
-        out = out * w.contiguous().to(acc).abs().mean((1, 2, 3)).view(1, -1, 1, 1)
+        if alpha is None:
+            alpha = w.contiguous().to(acc).abs().mean((1, 2, 3))
+        out = out * alpha.cpu().view(1, -1, 1, 1)
     if bias is not None:
         out = out + bias.to(acc).view(1, -1, 1, 1)
     return out.to(x.dtype)
@@ -259,8 +263,31 @@ def test_device(device, pad_value):
     for (n, cin, cout, h, w, k, s, p, d) in CASES[:12] + [(4, 256, 64, 32, 32, 3, 1, 1, 1)]:
         x = torch.randn(n, cin, h, w, device=device)
         wt, b = torch.randn(cout, cin, k, k, device=device), torch.randn(cout, device=device)
+        alpha = xnor_alpha(wt)  # on the device, as the kernel computes it
         got = xnor_conv2d(x, wt, b, s, p, d, True, pad_value)
-        assert torch.equal(got.cpu(), literal_reference(x.cpu(), wt.cpu(), b.cpu(), s, p, d, True, pad_value))
+        assert torch.equal(got.cpu(), literal_reference(x, wt, b, s, p, d, True, pad_value, alpha))
         xh = x.half().contiguous(memory_format=torch.channels_last)
-        assert torch.equal(xnor_conv2d(xh, wt, b, s, p, d, True, pad_value).cpu(),
-                           literal_reference(xh.cpu(), wt.cpu(), b.cpu(), s, p, d, True, pad_value))
+        got = xnor_conv2d(xh, wt, b, s, p, d, True, pad_value)
+        assert got.is_contiguous(memory_format=torch.channels_last)
+        assert torch.equal(got.cpu(), literal_reference(xh, wt, b, s, p, d, True, pad_value, alpha))
+        xd = x.double()
+        assert torch.equal(xnor_conv2d(xd, wt, b, s, p, d, True, pad_value).cpu(),
+                           literal_reference(xd, wt, b, s, p, d, True, pad_value, xnor_alpha(wt, torch.float64)))
+        # packed input, pre-packed weights, folded BatchNorm, NHWC float16 output
+        wp, sc, sh = binarize_pack(wt), torch.randn(cout, device=device), torch.randn(cout, device=device)
+        got = xnor_conv2d_packed(binarize_pack(x), wp, alpha, b, cin, s, p, d, pad_value, bn_scale=sc, bn_shift=sh,
+                                 out_dtype=torch.float16, channels_last=True)
+        ref = literal_reference(x, wt, b, s, p, d, True, pad_value, alpha)
+        ref = (ref * sc.cpu().view(1, -1, 1, 1)) + sh.cpu().view(1, -1, 1, 1)
+        assert torch.equal(got.cpu(), ref.half())
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_device_gradients(device):
+    x = torch.randn(2, 7, 6, 7, device=device, requires_grad=True)
+    w = torch.randn(4, 7, 3, 3, device=device, requires_grad=True)
+    out = xnor_conv2d(x, w, None, 1, 1, 1, True, 0)
+    ref = surrogate(x, w, None, 1, 1, 1, True, 0)
+    g = torch.randn_like(out)
+    for a, e in zip(torch.autograd.grad(out, (x, w), g), torch.autograd.grad(ref, (x, w), g)):
+        torch.testing.assert_close(a, e)
