@@ -1,0 +1,148 @@
+// Unit tests of core/xnor_conv under the ISA forced by FASTPOSE_ISA: bit packing against a naive loop,
+// the popcount block against naive popcounts, and the whole convolution (integer dots and the exact
+// epilogue) against a direct +-1 convolution, for odd channel counts, strides, dilations, both paddings.
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <random>
+#include <vector>
+
+#include "core/xnor_conv.h"
+#include "tests/test_util.h"
+
+using namespace fastpose::core;
+
+namespace {
+
+std::mt19937 rng(1234);
+
+int sgn(float v) { return v >= 0.f ? 1 : -1; }
+
+std::vector<uint64_t> pack_naive(const std::vector<float>& x, int64_t N, int64_t C, int64_t H, int64_t W) {
+  const int64_t CW = xnor_words(C);
+  std::vector<uint64_t> out(N * H * W * CW, 0);
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t c = 0; c < C; ++c)
+      for (int64_t h = 0; h < H; ++h)
+        for (int64_t w = 0; w < W; ++w)
+          if (x[((n * C + c) * H + h) * W + w] >= 0.f)
+            out[((n * H + h) * W + w) * CW + c / 64] |= uint64_t(1) << (c % 64);
+  return out;
+}
+
+void test_pack(Isa isa) {
+  for (int64_t C : {1, 3, 31, 64, 65, 100, 257})
+    for (int64_t W : {1, 7, 8, 13}) {
+      const int64_t N = 2, H = 3;
+      std::vector<float> x(N * C * H * W);
+      std::normal_distribution<float> nd;
+      for (auto& v : x) v = nd(rng);
+      x[0] = -0.0f;
+      if (x.size() > 1) x[1] = NAN;
+      const auto ref = pack_naive(x, N, C, H, W);
+      // NCHW
+      std::vector<uint64_t> got(ref.size(), 0xdeadbeef);
+      PackSource s{x.data(), ElemType::F32, N, C, H, W, C * H * W, H * W, W, 1};
+      binarize_pack(s, got.data(), 0, N * H, isa);
+      FP_CHECK(got == ref);
+      // NHWC copy of the same values
+      std::vector<float> xl(x.size());
+      for (int64_t n = 0; n < N; ++n)
+        for (int64_t c = 0; c < C; ++c)
+          for (int64_t h = 0; h < H; ++h)
+            for (int64_t w = 0; w < W; ++w) xl[((n * H + h) * W + w) * C + c] = x[((n * C + c) * H + h) * W + w];
+      std::vector<uint64_t> got2(ref.size(), 0);
+      PackSource s2{xl.data(), ElemType::F32, N, C, H, W, H * W * C, 1, W * C, C};
+      binarize_pack(s2, got2.data(), 0, N * H, isa);
+      FP_CHECK(got2 == ref);
+    }
+}
+
+void test_popcount_block(Isa isa) {
+  std::uniform_int_distribution<uint64_t> ud;
+  for (int64_t L : {1, 2, 3, 4, 5, 8, 12, 13, 100}) {
+    const int npix = 7, nout = 6, nseg = 3;
+    const int64_t xstride = L + 3, wstride = nseg * L;
+    std::vector<uint64_t> x(npix * xstride + nseg * L + 64), w(nout * wstride);
+    for (auto& v : x) v = ud(rng);
+    for (auto& v : w) v = ud(rng);
+    std::vector<int64_t> xoff = {0, 1, 2}, woff = {0, L, 2 * L};
+    std::vector<int32_t> dots(nout * 9, -1);
+    xnor_popcount_block(x.data(), xstride, npix, w.data(), wstride, nout, xoff.data(), woff.data(), nseg, L,
+                        dots.data(), 9, isa);
+    for (int o = 0; o < nout; ++o)
+      for (int q = 0; q < npix; ++q) {
+        int32_t s = 0;
+        for (int g = 0; g < nseg; ++g)
+          for (int64_t i = 0; i < L; ++i)
+            s += __builtin_popcountll(x[q * xstride + xoff[g] + i] ^ w[o * wstride + woff[g] + i]);
+        FP_CHECK(dots[o * 9 + q] == s);
+      }
+  }
+}
+
+struct Case {
+  int64_t N, Cin, Cout, H, W, K, s, p, d;
+};
+
+void test_conv(Isa isa) {
+  const Case cases[] = {{2, 3, 5, 7, 6, 3, 1, 1, 1},    {1, 65, 7, 9, 11, 3, 2, 1, 1}, {1, 100, 9, 8, 8, 5, 1, 2, 2},
+                        {1, 257, 4, 5, 6, 3, 1, 1, 1},  {1, 33, 6, 1, 1, 1, 1, 0, 1},  {1, 31, 3, 4, 4, 7, 1, 3, 1},
+                        {2, 64, 9, 10, 12, 3, 1, 1, 1}, {1, 128, 5, 6, 9, 3, 3, 2, 2}, {1, 1, 2, 3, 3, 3, 1, 3, 1}};
+  std::normal_distribution<float> nd;
+  for (const Case& c : cases)
+    for (int pad_value : {0, -1}) {
+      std::vector<float> x(c.N * c.Cin * c.H * c.W), w(c.Cout * c.Cin * c.K * c.K), alpha(c.Cout), bias(c.Cout);
+      for (auto& v : x) v = nd(rng);
+      for (auto& v : w) v = nd(rng);
+      for (auto& v : alpha) v = std::fabs(nd(rng));
+      for (auto& v : bias) v = nd(rng);
+      const auto xp = pack_naive(x, c.N, c.Cin, c.H, c.W), wp = pack_naive(w, c.Cout, c.Cin, c.K, c.K);
+      const int64_t Ho = (c.H + 2 * c.p - c.d * (c.K - 1) - 1) / c.s + 1;
+      const int64_t Wo = (c.W + 2 * c.p - c.d * (c.K - 1) - 1) / c.s + 1;
+      const int64_t CW = xnor_words(c.Cin), KT = c.K * c.K;
+      std::vector<int32_t> wpop(c.Cout * KT);
+      xnor_weight_popcounts(wp.data(), c.Cout * KT, CW, wpop.data());
+      for (bool nhwc : {false, true}) {
+        std::vector<float> out(c.N * c.Cout * Ho * Wo, NAN);
+        XnorConvProblem p{};
+        p.x = xp.data(), p.w = wp.data();
+        p.N = c.N, p.Cin = c.Cin, p.H = c.H, p.W = c.W, p.Cout = c.Cout, p.KH = c.K, p.KW = c.K;
+        p.sh = p.sw = c.s, p.ph = p.pw = c.p, p.dh = p.dw = c.d, p.Ho = Ho, p.Wo = Wo, p.CW = CW;
+        p.pad_value = pad_value, p.wpop = wpop.data();
+        p.alpha = alpha.data(), p.bias = bias.data(), p.bn_scale = nullptr, p.bn_shift = nullptr;
+        p.out = out.data(), p.out_type = ElemType::F32, p.out_nhwc = nhwc, p.cout_block = 4;
+        xnor_conv2d_forward(p, 0, xnor_conv_units(p), isa);
+        for (int64_t n = 0; n < c.N; ++n)
+          for (int64_t o = 0; o < c.Cout; ++o)
+            for (int64_t oh = 0; oh < Ho; ++oh)
+              for (int64_t ow = 0; ow < Wo; ++ow) {
+                int32_t dot = 0;
+                for (int64_t ci = 0; ci < c.Cin; ++ci)
+                  for (int64_t i = 0; i < c.K; ++i)
+                    for (int64_t j = 0; j < c.K; ++j) {
+                      const int64_t ih = oh * c.s - c.p + i * c.d, iw = ow * c.s - c.p + j * c.d;
+                      const int wv = sgn(w[((o * c.Cin + ci) * c.K + i) * c.K + j]);
+                      if (ih >= 0 && ih < c.H && iw >= 0 && iw < c.W)
+                        dot += wv * sgn(x[((n * c.Cin + ci) * c.H + ih) * c.W + iw]);
+                      else if (pad_value == -1)
+                        dot -= wv;
+                    }
+                volatile float prod = static_cast<float>(dot) * alpha[o];  // two roundings, as documented
+                const float ref = prod + bias[o];
+                const int64_t idx = nhwc ? ((n * Ho + oh) * Wo + ow) * c.Cout + o : ((n * c.Cout + o) * Ho + oh) * Wo + ow;
+                FP_CHECK(out[idx] == ref);
+              }
+      }
+    }
+}
+
+}  // namespace
+
+int main() {
+  return run_isa_test("xnor_conv", [](Isa isa) {
+    test_pack(isa);
+    test_popcount_block(isa);
+    test_conv(isa);
+  });
+}
