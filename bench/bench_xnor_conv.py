@@ -1,0 +1,75 @@
+"""xnor_conv2d (3x3, pad 1, alpha scale) against float convolution.
+
+CPU (1 and 2 threads): fastpose from a float32 input (packing included) and from a packed input, against
+F.conv2d float32 NCHW ("eager", oneDNN), F.conv2d channels_last, and the emulated binary convolution
+(sign, then F.conv2d). CUDA (N = 32): fastpose from float16 channels_last and from packed input, against
+cuDNN float16 channels_last. Outputs are allocated by every call for every implementation.
+macs = N * Cout * Hout * Wout * Cin * 9 (binary MACs for fastpose, float MACs for the baselines).
+"""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fastpose.ops import binarize, binarize_pack, xnor_alpha, xnor_conv2d
+
+from _common import CPU_THREADS, num_threads, run, tag
+
+CUDA = torch.cuda.is_available()
+# (N, Cin, Cout, H, W)
+SHAPES = [(1, 256, 128, 64, 64), (1, 128, 64, 64, 64), (1, 64, 64, 64, 64), (8, 256, 128, 64, 64),
+          (1, 256, 256, 32, 32), (1, 128, 128, 16, 16)]
+CPU_IMPLS = ["fastpose", "fastpose_packed", "eager", "eager_channels_last", "emulated_sign_conv"]
+CUDA_IMPLS = ["fastpose", "fastpose_packed", "cudnn_fp16_channels_last"]
+
+
+def _cases():
+    out = []
+    for shape in SHAPES:
+        for t in CPU_THREADS:
+            for impl in CPU_IMPLS:
+                out.append(pytest.param("cpu", shape, t, impl, id=f"cpu-{'x'.join(map(str, shape))}-t{t}-{impl}"))
+        cshape = (32,) + shape[1:]
+        for impl in CUDA_IMPLS:
+            out.append(pytest.param("cuda", cshape, None, impl, id=f"cuda-{'x'.join(map(str, cshape))}-{impl}",
+                                    marks=[pytest.mark.cuda, pytest.mark.skipif(not CUDA, reason="needs CUDA")]))
+    return out
+
+
+def _fn(device, impl, x, w):
+    if impl == "fastpose":
+        xin = x.half().contiguous(memory_format=torch.channels_last) if device == "cuda" else x
+        return lambda: xnor_conv2d(xin, w, None, 1, 1)
+    if impl == "fastpose_packed":
+        xp, wp, a = binarize_pack(x), binarize_pack(w), xnor_alpha(w)
+        cin = w.shape[1]
+        return lambda: torch.ops.fastpose.xnor_conv2d_packed(xp, wp, a, None, cin, [1, 1], [1, 1], [1, 1], 0)
+    if impl == "eager":
+        return lambda: F.conv2d(x, w, padding=1)
+    if impl == "eager_channels_last":
+        xc, wc = x.contiguous(memory_format=torch.channels_last), w.contiguous(memory_format=torch.channels_last)
+        return lambda: F.conv2d(xc, wc, padding=1)
+    if impl == "emulated_sign_conv":
+        a = xnor_alpha(w).view(1, -1, 1, 1)
+        return lambda: F.conv2d(binarize(x), binarize(w), padding=1) * a
+    if impl == "cudnn_fp16_channels_last":
+        xc = x.half().contiguous(memory_format=torch.channels_last)
+        wc = w.half().contiguous(memory_format=torch.channels_last)
+        return lambda: F.conv2d(xc, wc, padding=1)
+    raise ValueError(impl)
+
+
+@pytest.mark.parametrize("device,shape,threads,impl", _cases())
+def test_xnor_conv2d(benchmark, device, shape, threads, impl):
+    N, Cin, Cout, H, W = shape
+    x = torch.randn(N, Cin, H, W, device=device)
+    w = torch.randn(Cout, Cin, 3, 3, device=device)
+    fn = _fn(device, impl, x, w)
+    dtype = torch.float16 if device == "cuda" else torch.float32
+    tag(benchmark, op="xnor_conv2d_3x3", impl=impl, case=shape, dtype=dtype, device=device, threads=threads,
+        macs=N * Cout * H * W * Cin * 9)
+    if device == "cpu":
+        with num_threads(threads):
+            big = N * Cout * H * W * Cin > 2e8
+            run(benchmark, fn, device, rounds=5 if big and impl not in ("fastpose", "fastpose_packed") else None)
+    else:
+        run(benchmark, fn, device)
