@@ -22,10 +22,13 @@ from torch import nn
 
 
 def center_map(height, width, sigma=21.0, center=None, batch=1, device=None, dtype=torch.float32):
-    """The CPM centre map: an unnormalised Gaussian, peak 1 at ``center`` (x, y in 0-based pixels; default
-    the image centre), standard deviation ``sigma`` pixels. Returns (batch, 1, height, width)."""
+    """The CPM centre map: an unnormalised Gaussian, peak 1 at ``center`` (x, y in 0-based pixels),
+    standard deviation ``sigma`` pixels. Returns (batch, 1, height, width).
+
+    The default centre is the authors' (width/2, height/2) in 1-based MATLAB pixels, i.e. pixel
+    (width/2 - 1, height/2 - 1) here: (183, 183) at 368 x 368."""
     if center is None:
-        center = ((width - 1) / 2.0, (height - 1) / 2.0)
+        center = (width / 2.0 - 1.0, height / 2.0 - 1.0)
     ys = torch.arange(height, device=device, dtype=dtype).view(-1, 1)
     xs = torch.arange(width, device=device, dtype=dtype).view(1, -1)
     g = torch.exp(-((xs - center[0]) ** 2 + (ys - center[1]) ** 2) / (2.0 * sigma * sigma))

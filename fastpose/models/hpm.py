@@ -19,6 +19,19 @@ from ..nn.binary import BinaryActivation, XNORConv2d
 from ..nn.merge import UpsampleAdd
 
 
+class _BatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm without the ``num_batches_tracked`` counter (unused with a fixed momentum): the binary
+    network has 55 BN layers, and each saved counter costs a file entry in the (1.5 MB) checkpoint."""
+
+    def __init__(self, num_features):
+        super().__init__(num_features)
+        self.register_buffer("num_batches_tracked", None)
+
+
+def _bn(c, binary):
+    return _BatchNorm2d(c) if binary else nn.BatchNorm2d(c)
+
+
 class HPMBlock(nn.Module):
     """HPM(cin, cout): out1 = conv(act(bn(x))) (cout/2), out2 = conv(act(bn(out1))) (cout/4),
     out3 = conv(act(bn(out2))) (cout/4); cat(out1, out2, out3) + shortcut(x).
@@ -35,10 +48,10 @@ class HPMBlock(nn.Module):
         self.binary = bool(binary)
         chans = [cin, cout // 2, cout // 4, cout // 4]
         conv = XNORConv2d if binary else nn.Conv2d
-        self.bns = nn.ModuleList([nn.BatchNorm2d(chans[k]) for k in range(3)])
+        self.bns = nn.ModuleList([_bn(chans[k], binary) for k in range(3)])
         self.acts = nn.ModuleList([BinaryActivation() if binary else nn.ReLU() for _ in range(3)])
         self.convs = nn.ModuleList([conv(chans[k], chans[k + 1], 3, padding=1, bias=False) for k in range(3)])
-        self.shortcut = (nn.Sequential(nn.BatchNorm2d(cin), nn.ReLU(), nn.Conv2d(cin, cout, 1, bias=False))
+        self.shortcut = (nn.Sequential(_bn(cin, binary), nn.ReLU(), nn.Conv2d(cin, cout, 1, bias=False))
                          if cin != cout else None)
 
     def forward(self, x):
@@ -88,11 +101,11 @@ class HPMStackedHourglass(nn.Module):
         f, k = features, num_joints
         self.binary = bool(binary)
         self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3)
-        self.bn1 = nn.BatchNorm2d(64)
+        self.bn1 = _bn(64, binary)
         self.stem = nn.ModuleList([HPMBlock(64, 128, binary), HPMBlock(128, 128, binary), HPMBlock(128, f, binary)])
         self.hgs = nn.ModuleList([HPMHourglass(depth, f, binary) for _ in range(stacks)])
         self.tops = nn.ModuleList([HPMBlock(f, f, binary) for _ in range(stacks)])
-        self.heads = nn.ModuleList([nn.Sequential(nn.Conv2d(f, f, 1), nn.BatchNorm2d(f), nn.ReLU())
+        self.heads = nn.ModuleList([nn.Sequential(nn.Conv2d(f, f, 1), _bn(f, binary), nn.ReLU())
                                     for _ in range(stacks)])
         self.preds = nn.ModuleList([nn.Conv2d(f, k, 1) for _ in range(stacks)])
         self.merge_features = nn.ModuleList([nn.Conv2d(f, f, 1) for _ in range(stacks - 1)])
