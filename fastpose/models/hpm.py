@@ -58,7 +58,13 @@ class HPMBlock(nn.Module):
         outs = []
         y = x
         for bn, act, conv in zip(self.bns, self.acts, self.convs):
-            y = conv(act(bn(y)))
+            if self.binary and not conv.use_reference:
+                # The XNOR kernels read only the sign bits of their input, and their straight-through
+                # gradient masks |x| > 1 exactly as BinaryActivation's does: sign() before them is
+                # redundant, forward and backward (a full pass per conv: ~20% of the CPU time).
+                y = conv(bn(y))
+            else:
+                y = conv(act(bn(y)))
             outs.append(y)
         res = x if self.shortcut is None else self.shortcut(x)
         return torch.cat(outs, 1) + res
