@@ -278,3 +278,23 @@ def test_onnx_export(key):
     _check_standard(ops, domains)
     ops, domains = _export(m, x)
     _check_standard(ops, domains)
+
+
+def test_binary_backends_same_gradients():
+    """Training mode: the fastpose backend (no explicit sign before the XNOR kernels) and the torch
+    backend (sign, then conv) give the same gradients. float64, because in float32 the different
+    summation orders (merges, conv backward) are amplified by cancellation in the BN gradients. Conv biases
+    followed by training-mode BN have a true gradient of 0: there only rounding noise (~1e-14) is compared
+    with an absolute tolerance."""
+    torch.manual_seed(0)
+    m = models.create("binary_hpm_hourglass", stacks=2, num_joints=4, features=64, depth=2).double()
+    x = torch.randn(3, 3, 64, 64, dtype=torch.float64)
+    grads = []
+    for backend in ("fastpose", "torch"):
+        models.set_backend(m, backend)
+        m.zero_grad()
+        outs = m(x)
+        (outs[0].square().sum() + outs[1].square().sum()).backward()
+        grads.append({n: p.grad.clone() for n, p in m.named_parameters()})
+    for n, g in grads[0].items():
+        torch.testing.assert_close(g, grads[1][n], atol=1e-12, rtol=1e-8, msg=n)
