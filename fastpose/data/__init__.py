@@ -24,3 +24,12 @@ key              type                             meaning
 """
 from . import skeletons
 from .skeletons import COCO, MPII, Skeleton
+from .synthetic import SyntheticPoses
+from .transforms import (TopDownAffine, affine_matrix, flip_keypoints, invert_affine, load_image, transform_boxes,
+                         transform_points, warp_image)
+from .coco import COCODetections, COCOKeypoints, coco_box_to_xyxy
+from .mpii import MPIIAnnotations
+
+__all__ = ["skeletons", "Skeleton", "MPII", "COCO", "SyntheticPoses", "TopDownAffine", "affine_matrix",
+           "invert_affine", "warp_image", "transform_points", "transform_boxes", "flip_keypoints", "load_image",
+           "COCOKeypoints", "COCODetections", "coco_box_to_xyxy", "MPIIAnnotations"]
