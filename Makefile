@@ -30,7 +30,7 @@ venv: $(VENV)/.ready
 
 # Editable install builds the extension in place; later builds are incremental (ninja).
 build: $(VENV)/.ready
-	$(LOCK) $(PY) -m pip install -q --no-build-isolation -e .[test]
+	$(LOCK) $(PY) -m pip install -q --no-build-isolation -e .[test,train]
 	$(PY) -c "import fastpose; print(fastpose.build_info())"
 
 test: build

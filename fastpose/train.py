@@ -200,13 +200,12 @@ def compute_loss(cfg, output, batch, image_size):
 
 @torch.no_grad()
 def predict_batch(model, images, head, flip_index=None, image_size=None):
-    """Image pixel coordinates (N, K, 2) and confidences (N, K) for a batch of images."""
-    fwd = model
+    """Image pixel coordinates (N, K, 2) and confidences (N, K) for a batch of images (N, 3, H, W)."""
     if flip_index is not None:
         out = hm.flip_test(model, images, flip_index)
         out = out if isinstance(out, tuple) else [out]
     else:
-        out = fwd(images)
+        out = model(images)
     size = image_size or (images.shape[-1], images.shape[-2])
     if head == "dsnt":
         coords, logits = out
@@ -215,19 +214,17 @@ def predict_batch(model, images, head, flip_index=None, image_size=None):
     return hm.decode_heatmaps(_as_list(out)[-1].float(), size)
 
 
-def _to_source(coords, affine):
-    """Crop pixels back to source-image pixels through the inverse of each sample's 2x3 affine."""
-    a = affine.to(torch.float64)
-    full = torch.cat([a, torch.tensor([0.0, 0.0, 1.0], dtype=a.dtype).expand(a.shape[0], 1, 3)], 1)
-    inv = torch.linalg.inv(full)[:, :2]
-    c = coords.to(torch.float64)
-    return (c @ inv[:, :, :2].transpose(1, 2) + inv[:, None, :, 2]).to(coords.dtype)
-
-
 @torch.no_grad()
 def evaluate(model, dataset, cfg, device, batch_size=64, max_batches=0):
-    """PCK@alpha (normalised by the person's box size), PCKh@0.5 where head boxes are known, and the
-    mean pixel error, on ``dataset``; returns (metrics dict, predictions (N, K, 2) in image pixels)."""
+    """Validation metrics of ``model`` on ``dataset``; returns (metrics dict, predictions (N, K, 2)).
+
+    - ``pck@<alpha>``: PCK at ``cfg.pck_alpha`` normalised by the person's size, the longer side of the
+      tight box of its labelled keypoints (``metrics.bbox_size``), a joint correct at distance <= alpha L,
+      pooled over all labelled joints;
+    - MPII layout: ``pck@0.2_torso`` (normalised by the left-shoulder to right-hip distance, samples with
+      both labelled) and ``pckh@0.5`` where head boxes are known (HRNet's convention, ``metrics.pckh``);
+    - ``mean_px_error`` over labelled joints. All in the pixels of the (cropped) input images.
+    """
     model.eval()
     skel = data_skeleton(cfg)
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=cfg.workers,
