@@ -20,10 +20,12 @@ import time
 import torch
 
 # The demo's two runs: small enough to train in a few minutes on 2 CPU cores.
-FLOAT_RUN = dict(model="hourglass", head="heatmap", model_kwargs=dict(stacks=1, features=128, depth=3))
-BINARY_RUN = dict(model="binary_hpm_hourglass", head="dsnt", model_kwargs=dict(stacks=1, features=128, depth=3))
-COMMON = dict(data="synthetic", input_size=(64, 64), train_samples=4000, val_samples=500, epochs=8,
-              batch_size=32, optimizer="adam", lr=2.5e-3, lr_steps=(7,), warmup_iters=100, sigma=1.0)
+FLOAT_RUN = dict(model="hourglass", head="heatmap", model_kwargs=dict(stacks=1, features=128, depth=3),
+                 epochs=8, lr_steps=(7,))
+BINARY_RUN = dict(model="binary_hpm_hourglass", head="dsnt", model_kwargs=dict(stacks=1, features=128, depth=3),
+                  epochs=6, lr_steps=(5,))
+COMMON = dict(data="synthetic", input_size=(64, 64), train_samples=4000, val_samples=500,
+              batch_size=32, optimizer="adam", lr=2.5e-3, warmup_iters=100, sigma=1.0)
 QUICK = dict(train_samples=64, val_samples=32, epochs=1, max_batches=2, warmup_iters=0, lr_steps=())
 
 

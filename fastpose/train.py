@@ -340,8 +340,9 @@ def load_checkpoint(path, device="cpu"):
     return model.to(device).eval(), cfg, ckpt
 
 
-def train(cfg):
-    """Train ``cfg.model`` on ``cfg.data``; returns the list of per-epoch metric records."""
+def train(cfg, return_model=False):
+    """Train ``cfg.model`` on ``cfg.data``; returns the list of per-epoch metric records (every rank gets
+    the full list), and the trained model too with ``return_model=True``."""
     cfg = cfg.validate()
     device = _device(cfg)
     rank, world, device = _dist_init(device)
@@ -434,6 +435,7 @@ def train(cfg):
             bar.set_postfix(loss=f"{loss_sum / nb:.4f}", img_s=f"{seen / (time.perf_counter() - t0):.0f}")
         bar.close()
         train_time = time.perf_counter() - t0
+        epoch_lr = optimizer.param_groups[0]["lr"]
         scheduler.step()
         mean_loss = loss_sum / max(nb, 1)
         if world > 1:
@@ -442,7 +444,7 @@ def train(cfg):
             mean_loss = float(t) / world
         if is_main:
             val, _ = evaluate(model, val_set, cfg, device, max_batches=cfg.max_batches)
-            record = {"epoch": epoch + 1, "loss": mean_loss, "lr": optimizer.param_groups[0]["lr"],
+            record = {"epoch": epoch + 1, "loss": mean_loss, "lr": epoch_lr,
                       "images_per_s": seen / max(train_time, 1e-9), "train_time_s": train_time, **val}
             history.append(record)
             with open(os.path.join(cfg.out, "metrics.json"), "w") as f:
@@ -468,7 +470,10 @@ def train(cfg):
                               gt=val_batch["keypoints"], visibility=val_batch["visibility"])
     if world > 1:
         dist.barrier()
-    return history
+        box = [history]
+        dist.broadcast_object_list(box, src=0)  # only rank 0 evaluates: share its records
+        history = box[0]
+    return (history, model) if return_model else history
 
 
 def model_file_size(model):
