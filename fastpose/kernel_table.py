@@ -47,10 +47,12 @@ def _cases():
            lambda: upsample_add_reference(low, skip))
     xs = [torch.randn(32, 32, 64 >> k, 48 >> k) for k in range(4)]
     yield ("hr_fuse", "HRNet-W32 final, bs 32", lambda: ops.hr_fuse(xs), lambda: hr_fuse_reference(xs))
-    # Ops of the other kernel families join the table as they land.
-    extra = getattr(ops, "demo_table_cases", None)
-    if extra is not None:
-        yield from extra()
+    from .ops.xnor_conv import xnor_conv2d_reference
+
+    # The binary hourglass's 3x3 layer: eager is sign() then a float conv2d (oneDNN), bit-identical output.
+    xb, wb = torch.randn(1, 256, 64, 64), torch.randn(128, 256, 3, 3)
+    yield ("xnor_conv2d 3x3", "(1,256->128,64,64) f32", lambda: ops.xnor_conv2d(xb, wb, padding=1),
+           lambda: xnor_conv2d_reference(xb, wb, padding=1))
 
 
 def rows(reps=10, threads=1):

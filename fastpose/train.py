@@ -229,7 +229,7 @@ def evaluate(model, dataset, cfg, device, batch_size=64, max_batches=0):
     skel = data_skeleton(cfg)
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=cfg.workers,
                                          collate_fn=_collate)
-    preds, gts, vis, heads, boxes = [], [], [], [], []
+    preds, confs, gts, vis, heads, boxes, affines = [], [], [], [], [], [], []
     for i, batch in enumerate(loader):
         if max_batches and i >= max_batches:
             break
@@ -237,12 +237,15 @@ def evaluate(model, dataset, cfg, device, batch_size=64, max_batches=0):
         if cfg.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         with _autocast(cfg, device):
-            p, _ = predict_batch(model, images, cfg.head, skel.flip_index if cfg.flip_test else None)
+            p, c = predict_batch(model, images, cfg.head, skel.flip_index if cfg.flip_test else None)
         preds.append(p.float().cpu())
+        confs.append(c.float().cpu())
         gts.append(batch["keypoints"].float())
         vis.append(batch["visibility"])
         heads.append(batch["head_box"].float())
         boxes.append(batch["bbox"].float())
+        if "affine" in batch:
+            affines.append(batch["affine"])
     if not preds:
         return {}, torch.empty(0, skel.num_joints, 2)
     pred, gt, v = torch.cat(preds), torch.cat(gts), torch.cat(vis)
@@ -260,9 +263,30 @@ def evaluate(model, dataset, cfg, device, batch_size=64, max_batches=0):
         out["pck@0.2_torso"] = _mean(metrics.pck(pred, gt, vt, norm, alpha=0.2))
         if torch.isfinite(head).all():
             out["pckh@0.5"] = _mean(metrics.pckh(pred, gt, v, head, threshold=0.5))
+    base = dataset.dataset if isinstance(dataset, torch.utils.data.Subset) else dataset
+    if affines and hasattr(base, "ann_file") and hasattr(base, "ann_ids"):
+        out.update(_coco_ap(base, dataset, pred, torch.cat(confs), torch.cat(affines)))
     labelled = v > 0
     out["mean_px_error"] = float((pred - gt).norm(dim=-1)[labelled].mean()) if labelled.any() else float("nan")
     return out, pred
+
+
+def _coco_ap(base, dataset, pred, conf, affine):
+    """COCO keypoint AP of top-down predictions on ground-truth person boxes, in source-image pixels
+    (fastpose.metrics.coco_keypoint_ap, cocoeval's rules), over the images the evaluated persons are in."""
+    from .data import invert_affine, transform_points
+
+    src = transform_points(pred, invert_affine(affine)).to(torch.float64)
+    indices = dataset.indices if isinstance(dataset, torch.utils.data.Subset) else range(len(dataset))
+    image_ids = [int(base.image_ids[i]) for i in indices][: len(src)]
+    results = [{"image_id": iid, "category_id": 1, "score": float(c.mean()),
+                "keypoints": torch.cat([p, c[:, None].to(p.dtype)], 1).flatten().tolist()}
+               for iid, p, c in zip(image_ids, src, conf)]
+    with open(base.ann_file) as f:
+        wanted = set(image_ids)
+        gts = [a for a in json.load(f)["annotations"] if a["image_id"] in wanted and "keypoints" in a]
+    ap = metrics.coco_keypoint_ap(results, gts, image_ids=sorted(wanted))
+    return {f"coco_{k}": float(v) for k, v in ap.items()}
 
 
 def _mean(result):
@@ -432,7 +456,7 @@ def train(cfg, return_model=False):
             seen += images.shape[0] * world
             loss_sum += float(loss.detach())
             nb += 1
-            bar.set_postfix(loss=f"{loss_sum / nb:.4f}", img_s=f"{seen / (time.perf_counter() - t0):.0f}")
+            bar.set_postfix(loss=f"{loss_sum / nb:.4f}", img_s=f"{seen / (time.perf_counter() - t0):.0f}", refresh=False)
         bar.close()
         train_time = time.perf_counter() - t0
         epoch_lr = optimizer.param_groups[0]["lr"]

@@ -29,7 +29,8 @@ from .transforms import (TopDownAffine, affine_matrix, flip_keypoints, invert_af
                          transform_points, warp_image)
 from .coco import COCODetections, COCOKeypoints, coco_box_to_xyxy
 from .mpii import MPIIAnnotations
+from .export import export_coco, export_mpii
 
 __all__ = ["skeletons", "Skeleton", "MPII", "COCO", "SyntheticPoses", "TopDownAffine", "affine_matrix",
            "invert_affine", "warp_image", "transform_points", "transform_boxes", "flip_keypoints", "load_image",
-           "COCOKeypoints", "COCODetections", "coco_box_to_xyxy", "MPIIAnnotations"]
+           "COCOKeypoints", "COCODetections", "coco_box_to_xyxy", "MPIIAnnotations", "export_coco", "export_mpii"]
