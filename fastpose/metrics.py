@@ -288,13 +288,19 @@ class PCKhResult(PCKResult):
     weighted: bool = True
 
 
-def _pck_arrays(pred, gt, visibility, normalizer, name_norm="normalizer"):
+def _pred_gt(pred, gt):
+    """pred and gt as float64 arrays of (N, K, 2) points of the same shape."""
     p = _as_array(pred, "pred")
     g = _as_array(gt, "gt")
     _check_points(p, "pred")
     _check_points(g, "gt")
     if p.shape != g.shape:
         raise ValueError(f"pred and gt must have the same shape, got {tuple(p.shape)} and {tuple(g.shape)}")
+    return p, g
+
+
+def _pck_arrays(pred, gt, visibility, normalizer, name_norm="normalizer"):
+    p, g = _pred_gt(pred, gt)
     lab = _labelled(visibility)
     _check_shape(lab, g.shape[:2], "visibility")
     norm = _per_sample(normalizer, g.shape[0], name_norm)
@@ -493,12 +499,7 @@ def nme(pred, gt, normalization="inter_ocular", *, eye_indices=None, bbox=None, 
         :class:`NMEResult`; ``mean`` is the mean over faces of ``per_sample``.
     """
     like = _Like(pred)
-    p = _as_array(pred, "pred")
-    g = _as_array(gt, "gt")
-    _check_points(p, "pred")
-    _check_points(g, "gt")
-    if p.shape != g.shape:
-        raise ValueError(f"pred and gt must have the same shape, got {tuple(p.shape)} and {tuple(g.shape)}")
+    p, g = _pred_gt(pred, gt)
     n, k = g.shape[:2]
     lab = np.ones((n, k), dtype=bool)
     if visibility is not None:

@@ -49,7 +49,7 @@ class TrainConfig:
     lr_steps: tuple = ()                  # epochs at which lr *= lr_gamma
     lr_gamma: float = 0.1
     warmup_iters: int = 0                 # linear lr warm-up over the first iterations
-    sigma: float = 1.0                    # Gaussian target sigma, heatmap pixels
+    sigma: float = 2.0                    # Gaussian target sigma, heatmap pixels (2: HRNet/hourglass at 64x64)
     js_weight: float = 1.0                # DSNT: weight of the JS regulariser
     sigma_t: float = 1.0                  # DSNT: regulariser's target sigma, heatmap pixels
     augment: bool = True                  # flip (all data) + rotation/scale (COCO/MPII) augmentation
@@ -180,7 +180,6 @@ def compute_loss(cfg, output, batch, image_size):
         denom = mask.sum().clamp(min=1)
         loss = 0.0
         for lg in logits:
-            h, w = lg.shape[-2:]
             # The regulariser's target Gaussian lives on the heatmap: clamp targets onto its extent.
             coords, reg = softmax_dsnt_with_reg(lg.float(), target.clamp(-1, 1), sigma_t=cfg.sigma_t, kind="js")
             eucl = torch.linalg.vector_norm(coords - target, dim=-1)
