@@ -2,7 +2,8 @@
 
 Importing fastpose loads the native extension ``fastpose._C``, which registers every op under
 ``torch.ops.fastpose``; the public API is ``fastpose.ops`` (functional), ``fastpose.nn`` (modules),
-``fastpose.dsnt`` (dsntnn-compatible) and ``fastpose.models``.
+``fastpose.dsnt`` (dsntnn-compatible), ``fastpose.models``, ``fastpose.data`` (datasets, transforms),
+``fastpose.heatmaps``, ``fastpose.metrics`` and ``fastpose.train`` (the training loop, imported on use).
 """
 import torch
 
@@ -29,5 +30,8 @@ from . import ops  # noqa: E402
 from . import nn  # noqa: E402
 from . import dsnt  # noqa: E402
 from . import models  # noqa: E402
+from . import data  # noqa: E402
+from . import heatmaps  # noqa: E402
+from . import metrics  # noqa: E402
 
-__all__ = ["ops", "nn", "dsnt", "models", "build_info", "__version__"]
+__all__ = ["ops", "nn", "dsnt", "models", "data", "heatmaps", "metrics", "build_info", "__version__"]

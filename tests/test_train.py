@@ -154,3 +154,24 @@ def test_ddp_two_processes_gloo(tmp_path):
     assert [r["epoch"] for r in hist] == [1, 2]
     # 32 samples, global batch 8 over 2 processes: 4 steps per epoch, 32 images counted per epoch
     assert all(r["images_per_s"] > 0 for r in hist)
+
+
+def test_example_script_runs():
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "examples"))
+    try:
+        import train_synthetic
+    finally:
+        sys.path.pop(0)
+    pck = train_synthetic.main(["--steps", "3", "--batch-size", "4", "--size", "32", "--features", "16"])
+    assert 0 <= pck <= 1
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("spec", [TINY_HG, TINY_BIN], ids=["heatmap", "dsnt"])
+def test_train_cuda_amp(tmp_path, spec):
+    hist = train.train(_cfg(tmp_path, device="cuda", amp=True, epochs=2, **spec))
+    assert len(hist) == 2 and all(r["loss"] == r["loss"] for r in hist)
+    model, cfg, _ = train.load_checkpoint(str(tmp_path / "run" / "last.pt"), device="cuda")
+    res, _ = train.evaluate(model, train.build_dataset(cfg, "val"), cfg, torch.device("cuda"))
+    assert 0 <= res["pck@0.2"] <= 1
