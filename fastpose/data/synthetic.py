@@ -367,7 +367,7 @@ class SyntheticPoses(torch.utils.data.Dataset):
             ry = np.hypot(*axis) / 2 * 1.05
             rx = ry * rng.uniform(0.7, 0.85)
             canvas.ellipse(c, ry, rx, math.atan2(axis[1], axis[0]), colours["skin"], _PART_IDS["head"])
-            # a darker hair cap at the back of the head and a face mark towards the nose
+            # dark eyes: a face cue that tells where the figure looks (and the COCO eye points)
             for name in ("l_eye", "r_eye"):
                 canvas.ellipse(P[name], 0.045 * scale, 0.03 * scale, 0.0, colours["skin"] * 0.3, _PART_IDS["head"])
 
