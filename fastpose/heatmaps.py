@@ -181,14 +181,13 @@ def flip_test(model, images, flip_index, shift=0):
 
 
 def _last(out):
-    if isinstance(out, tuple) and len(out) == 2 and isinstance(out[0], (list, tuple, torch.Tensor)):
-        c, hm = out
-        if isinstance(c, (list, tuple)):
-            c, hm = c[-1], hm[-1]
-        return (c, hm)
-    if isinstance(out, (list, tuple)):
-        return out[-1]
-    return out
+    """The final output: the last stack's heatmaps, or (coords, heatmaps) of a DSNT head's last stack."""
+    if isinstance(out, tuple) and len(out) == 2:
+        c, h = (x[-1] if isinstance(x, (list, tuple)) else x for x in out)
+        # a DSNT head gives (N, K, 2) coordinates beside (N, K, h, w) maps; two heatmaps are two stacks
+        if isinstance(c, torch.Tensor) and c.dim() == 3 and c.shape[-1] == 2 and h.dim() == 4:
+            return (c, h)
+    return out[-1] if isinstance(out, (list, tuple)) else out
 
 
 def soft_argmax_confidence(heatmaps):

@@ -26,6 +26,7 @@ import torch.distributed as dist
 from . import heatmaps as hm
 from . import metrics, models
 from .data import skeletons
+from .nn import XNORConv2d, clip_binary_weights
 
 
 @dataclass
@@ -123,25 +124,24 @@ class RandomFlip:
     """Horizontal flip with probability ``p``, swapping left and right joints (whole image, no crop)."""
 
     def __init__(self, skeleton, p=0.5):
-        self.perm = skeletons.get(skeleton).flip_index
+        self.skeleton = skeletons.get(skeleton)
         self.p = p
 
     def __call__(self, sample):
+        from .data import flip_keypoints, transform_boxes, transform_points
+
         if torch.rand(()) >= self.p:
             return sample
-        out = dict(sample)
         w = sample["image"].shape[-1]
-        out["image"] = sample["image"].flip(-1)
-        out["keypoints"] = hm.flip_coords(sample["keypoints"][None], self.perm, width=w)[0]
-        out["visibility"] = sample["visibility"][self.perm]
+        mirror = torch.tensor([[-1.0, 0.0, w - 1.0], [0.0, 1.0, 0.0]], dtype=torch.float64)
+        out = dict(sample, image=sample["image"].flip(-1))
+        out["keypoints"], out["visibility"] = flip_keypoints(sample["keypoints"], sample["visibility"], w,
+                                                             self.skeleton)
         for key in ("head_box", "bbox"):
             if key in sample:
-                b = sample[key].clone()
-                b[0], b[2] = (w - 1) - sample[key][2], (w - 1) - sample[key][0]
-                out[key] = b
+                out[key] = transform_boxes(sample[key], mirror)
         if "center" in sample:
-            out["center"] = sample["center"].clone()
-            out["center"][0] = (w - 1) - sample["center"][0]
+            out["center"] = transform_points(sample["center"], mirror)
         return out
 
 
@@ -228,7 +228,7 @@ def evaluate(model, dataset, cfg, device, batch_size=64, max_batches=0):
     skel = data_skeleton(cfg)
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=cfg.workers,
                                          collate_fn=_collate)
-    preds, confs, gts, vis, heads, boxes, affines = [], [], [], [], [], [], []
+    preds, confs, gts, vis, heads, affines = [], [], [], [], [], []
     for i, batch in enumerate(loader):
         if max_batches and i >= max_batches:
             break
@@ -242,26 +242,25 @@ def evaluate(model, dataset, cfg, device, batch_size=64, max_batches=0):
         gts.append(batch["keypoints"].float())
         vis.append(batch["visibility"])
         heads.append(batch["head_box"].float())
-        boxes.append(batch["bbox"].float())
         if "affine" in batch:
             affines.append(batch["affine"])
     if not preds:
         return {}, torch.empty(0, skel.num_joints, 2)
     pred, gt, v = torch.cat(preds), torch.cat(gts), torch.cat(vis)
-    head, box = torch.cat(heads), torch.cat(boxes)
+    head = torch.cat(heads)
     out = {}
     def usable(norm):  # samples whose normaliser is undefined (e.g. one labelled joint) are left out
         ok = torch.isfinite(norm) & (norm > 0)
         return torch.where(ok[:, None], v, torch.zeros_like(v)), torch.where(ok, norm, torch.ones_like(norm))
 
     vb, norm = usable(torch.as_tensor(metrics.bbox_size(gt, v)))
-    out[f"pck@{cfg.pck_alpha:g}"] = _mean(metrics.pck(pred, gt, vb, norm, alpha=cfg.pck_alpha))
+    out[f"pck@{cfg.pck_alpha:g}"] = float(metrics.pck(pred, gt, vb, norm, alpha=cfg.pck_alpha).mean)
     if skel is skeletons.MPII:
         both = (v[:, [13, 2]] > 0).all(-1)
         vt, norm = usable(torch.where(both, torch.as_tensor(metrics.torso_diameter(gt, skel)), torch.nan))
-        out["pck@0.2_torso"] = _mean(metrics.pck(pred, gt, vt, norm, alpha=0.2))
+        out["pck@0.2_torso"] = float(metrics.pck(pred, gt, vt, norm, alpha=0.2).mean)
         if torch.isfinite(head).all():
-            out["pckh@0.5"] = _mean(metrics.pckh(pred, gt, v, head, threshold=0.5))
+            out["pckh@0.5"] = float(metrics.pckh(pred, gt, v, head, threshold=0.5).mean)
     base = dataset.dataset if isinstance(dataset, torch.utils.data.Subset) else dataset
     if affines and hasattr(base, "ann_file") and hasattr(base, "ann_ids"):
         out.update(_coco_ap(base, dataset, pred, torch.cat(confs), torch.cat(affines)))
@@ -286,16 +285,6 @@ def _coco_ap(base, dataset, pred, conf, affine):
         gts = [a for a in json.load(f)["annotations"] if a["image_id"] in wanted and "keypoints" in a]
     ap = metrics.coco_keypoint_ap(results, gts, image_ids=sorted(wanted))
     return {f"coco_{k}": float(v) for k, v in ap.items()}
-
-
-def _mean(result):
-    """The joint-weighted mean of a metrics result (dict, dataclass or number)."""
-    for key in ("mean", "pck", "pckh"):
-        if isinstance(result, dict) and key in result:
-            return float(result[key])
-        if hasattr(result, key):
-            return float(getattr(result, key))
-    return float(result)
 
 
 # ------------------------------------------------------------------------------------------- training
@@ -416,7 +405,7 @@ def train(cfg, return_model=False):
     loader = torch.utils.data.DataLoader(train_set, batch_size=cfg.batch_size // world, shuffle=sampler is None,
                                          sampler=sampler, num_workers=cfg.workers, collate_fn=_collate,
                                          drop_last=True, generator=gen, persistent_workers=cfg.workers > 0)
-    binary = any(type(m).__name__ == "XNORConv2d" for m in model.modules())
+    binary = any(isinstance(m, XNORConv2d) for m in model.modules())
     from tqdm.auto import tqdm
 
     best = max((r.get(f"pck@{cfg.pck_alpha:g}", -1) for r in history), default=-1.0)
@@ -448,8 +437,6 @@ def train(cfg, return_model=False):
             scaler.step(optimizer)
             scaler.update()
             if binary and cfg.clip_binary:
-                from .nn import clip_binary_weights
-
                 clip_binary_weights(model, cfg.clip_binary)
             it += 1
             seen += images.shape[0] * world
@@ -497,32 +484,3 @@ def train(cfg, return_model=False):
         dist.broadcast_object_list(box, src=0)  # only rank 0 evaluates: share its records
         history = box[0]
     return (history, model) if return_model else history
-
-
-def model_file_size(model):
-    """Bytes of ``torch.save(model.state_dict())`` (what a deployment ships)."""
-    import io
-
-    buf = io.BytesIO()
-    torch.save(model.state_dict(), buf)
-    return buf.getbuffer().nbytes
-
-
-def images_per_second(model, input_size, batch_size=32, iters=3, device="cpu"):
-    """Training throughput of a forward + backward + SGD step on random images (a quick measure)."""
-    x = torch.randn(batch_size, 3, input_size[1], input_size[0], device=device)
-    model.train()
-    opt = torch.optim.SGD(model.parameters(), lr=0.0)
-
-    def step():
-        out = model(x)
-        outs = _as_list(out[1] if isinstance(out, tuple) else out)
-        loss = sum(o.float().square().mean() for o in outs)
-        opt.zero_grad()
-        loss.backward()
-    step()
-    t0 = time.perf_counter()
-    for _ in range(iters):
-        step()
-    return batch_size * iters / (time.perf_counter() - t0)
-
