@@ -6,6 +6,8 @@ Both layouts are handled as rows of an "inner" run of contiguous elements: NCHW 
 with W elements; channels_last rows are (n, h) with W*C elements. A program covers R rows by a
 BLOCK-wide tile of the inner run, so small maps (W = 48, 64) still give programs ~2k elements.
 """
+import contextlib
+
 import torch
 import triton
 import triton.language as tl
@@ -87,6 +89,12 @@ def _tiles(nrows, inner):
     return r, block
 
 
+def device_guard(t):
+    """Makes t's GPU current for the launch: Triton launches on the current device, so a tensor on
+    cuda:1 while cuda:0 is current would be read by a kernel on the wrong GPU."""
+    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
+
+
 def layout(t):
     """True when t is channels_last (and not also plainly contiguous)."""
     return t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous()
@@ -112,9 +120,10 @@ def upsample_add_forward(low, skip):
     r, block = _tiles(nrows, inner)
     int64 = FORCE_INT64 or max(skip.numel(), low.numel()) >= 2**31 - 2 * 2048
     grid = (triton.cdiv(nrows, r), triton.cdiv(inner, block))
-    upsample_add_fwd_kernel[grid](low, skip, out, nrows, inner, H, Hl, H // Hl, W // Wl, C,
-                                  Wl * C if nhwc else Wl, NHWC=nhwc, R=r, BLOCK=block, INT64=int64,
-                                  num_warps=4 if r * block <= 1024 else 8)
+    with device_guard(skip):
+        upsample_add_fwd_kernel[grid](low, skip, out, nrows, inner, H, Hl, H // Hl, W // Wl, C,
+                                      Wl * C if nhwc else Wl, NHWC=nhwc, R=r, BLOCK=block, INT64=int64,
+                                      num_warps=4 if r * block <= 1024 else 8)
     return out
 
 
@@ -135,6 +144,7 @@ def block_sum(grad, low_shape, nhwc=None):
     r, block = _tiles(nlrows, low_inner)
     int64 = FORCE_INT64 or grad.numel() >= 2**31 - 2 * 2048
     grid = (triton.cdiv(nlrows, r), triton.cdiv(low_inner, block))
-    block_sum_kernel[grid](grad, out, nlrows, low_inner, inner, H, Hl, H // Hl, W // Wl, C,
-                           NHWC=nhwc, R=r, BLOCK=block, INT64=int64, num_warps=4)
+    with device_guard(grad):
+        block_sum_kernel[grid](grad, out, nlrows, low_inner, inner, H, Hl, H // Hl, W // Wl, C,
+                               NHWC=nhwc, R=r, BLOCK=block, INT64=int64, num_warps=4)
     return out
