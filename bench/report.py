@@ -3,11 +3,16 @@ the PyTorch eager and torch.compile baselines, and the fraction of the hardware 
 
 The limit is the measured copy bandwidth (bytes read + written, preallocated, measured at the start
 of the benchmark session and stored in the JSON) for benchmarks that pass `bytes=`: the fraction is
-(bytes / time) / bandwidth. Usage: python bench/report.py results.json [-o report.md] [--tests log]
+(bytes / time) / bandwidth. CUDA cases carry their CUDA-event time per call (extra_info
+"device_time_s", bench/_common.py), used instead of the host-clock median.
+Usage: python bench/report.py results.json [-o report.md] [--tests log] [--steps steps.tsv] [--log name=path]
+A missing or unreadable JSON gives a line saying so, not a crash (make gpu-check writes its report
+even when the benchmarks failed).
 """
 import argparse
 import collections
 import json
+import os
 import sys
 
 
@@ -28,7 +33,8 @@ def build(data):
         if "op" not in info:
             continue
         key = (info["op"], info["device"], info["dtype"], info["case"], info.get("threads"))
-        groups.setdefault(key, {})[info["impl"]] = (b["stats"]["median"], info)
+        t = info.get("device_time_s") or b.get("stats", {}).get("median")
+        groups.setdefault(key, {})[info["impl"]] = (t, info)
     lines = []
     dev = machine.get("gpu_name") or machine.get("cpu_name", "?")
     lines.append(f"Machine: {machine.get('cpu_name', '?')}" + (f"; GPU: {machine['gpu_name']}" if "gpu_name" in machine else ""))
@@ -73,21 +79,58 @@ def build(data):
     return "\n".join(lines), dev
 
 
+def _tail(path, n):
+    try:
+        with open(path, errors="replace") as fh:
+            return fh.read()[-n:]
+    except OSError as e:
+        return f"(not available: {e.strerror or e})"
+
+
+def _steps(path):
+    """steps.tsv lines 'name<TAB>status<TAB>seconds' (tools/gpu_check.sh) as a table."""
+    rows = []
+    try:
+        with open(path) as fh:
+            rows = [line.rstrip("\n").split("\t") for line in fh if line.strip()]
+    except OSError as e:
+        return f"(no step log: {e.strerror or e})\n"
+    lines = ["| step | status | seconds |", "|---|---|---|"]
+    for r in rows:
+        r = (r + ["", "", ""])[:3]
+        lines.append("| " + " | ".join(r) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("json", nargs="+")
+    ap.add_argument("json", nargs="*")
     ap.add_argument("-o", "--output")
+    ap.add_argument("--title", help="a heading for the report")
     ap.add_argument("--tests", help="a pytest log to append (make gpu-check)")
+    ap.add_argument("--steps", help="a tab-separated step log (name, status, seconds) to put first")
+    ap.add_argument("--log", action="append", default=[], metavar="NAME=PATH", help="another log's tail to append")
     args = ap.parse_args(argv)
     parts = []
+    if args.title:
+        parts.append(f"# {args.title}\n")
+    if args.steps:
+        parts.append("## Steps\n\n" + _steps(args.steps))
     for path in args.json:
-        with open(path) as fh:
-            text, dev = build(json.load(fh))
+        try:
+            with open(path) as fh:
+                text, dev = build(json.load(fh))
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            why = "missing" if not os.path.exists(path) else f"unreadable ({type(e).__name__}: {e})"
+            parts.append(f"## Benchmarks: {path}\n\nNo results: the file is {why}; the benchmark step failed "
+                         "or did not run (see the steps and logs below).\n")
+            continue
         parts.append(f"## Benchmarks: {path} ({dev})\n\n{text}")
     if args.tests:
-        with open(args.tests) as fh:
-            log = fh.read()
-        parts.append("## Tests\n\n```\n" + log[-6000:] + "\n```\n")
+        parts.append("## Tests\n\n```\n" + _tail(args.tests, 6000) + "\n```\n")
+    for spec in args.log:
+        name, _, path = spec.partition("=")
+        parts.append(f"## {name}\n\n```\n" + _tail(path or name, 3000) + "\n```\n")
     out = "\n".join(parts)
     if args.output:
         with open(args.output, "w") as fh:

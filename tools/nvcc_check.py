@@ -80,7 +80,9 @@ def ptx(src, arch="90"):
             return fh.read()
 
 
-def check(files, jobs):
+def check(files, jobs, ptx_out=None):
+    """{file: (returncode, log)}; with ptx_out (a dict), also {file: PTX for compute_90} from the same
+    compilation (nvcc -keep), at no extra compile time."""
     nvcc = nvcc_path()
     if nvcc is None:
         return None
@@ -90,10 +92,21 @@ def check(files, jobs):
         futs = {}
         for f in files:
             obj = os.path.join(tmp, os.path.basename(f) + ".o")
-            futs[pool.submit(subprocess.run, command(nvcc, f, obj, shim), capture_output=True, text=True)] = f
+            cmd = command(nvcc, f, obj, shim)
+            keep = os.path.join(tmp, "keep-" + os.path.basename(f))
+            if ptx_out is not None:
+                os.makedirs(keep)
+                cmd += ["-keep", "-keep-dir", keep]
+            futs[pool.submit(subprocess.run, cmd, capture_output=True, text=True)] = (f, keep)
         for fut in cf.as_completed(futs):
             r = fut.result()
-            results[futs[fut]] = (r.returncode, r.stdout + r.stderr)
+            f, keep = futs[fut]
+            results[f] = (r.returncode, r.stdout + r.stderr)
+            if ptx_out is not None and r.returncode == 0:
+                ptxs = sorted(glob.glob(os.path.join(keep, "*compute_90*.ptx")) or glob.glob(os.path.join(keep, "*.ptx")))
+                if ptxs:
+                    with open(ptxs[0]) as fh:
+                        ptx_out[f] = fh.read()
     return results
 
 
