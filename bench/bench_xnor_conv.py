@@ -24,11 +24,15 @@ CUDA_IMPLS = ["fastpose", "fastpose_packed", "cudnn_fp16_channels_last"]
 
 def _cases():
     out = []
+    cuda_seen = set()
     for shape in SHAPES:
         for t in CPU_THREADS:
             for impl in CPU_IMPLS:
                 out.append(pytest.param("cpu", shape, t, impl, id=f"cpu-{'x'.join(map(str, shape))}-t{t}-{impl}"))
         cshape = (32,) + shape[1:]
+        if cshape in cuda_seen:  # (1, ...) and (8, ...) of one layer are one CUDA case at N = 32
+            continue
+        cuda_seen.add(cshape)
         marks = [pytest.mark.cuda, pytest.mark.skipif(not CUDA, reason="needs CUDA")]
         if cshape == (32, 256, 128, 64, 64):
             marks.append(pytest.mark.gpu_quick)  # make gpu-check: the target shape
