@@ -11,7 +11,10 @@
 # rewritten after every step, so a report exists whatever fails or is killed. Exit status: 0 when
 # every step passed, 1 when one failed, 3 when there is no usable CUDA GPU (the report says so).
 # Knobs: PY (python3), GPU_CHECK_BUDGET_S (470), GPU_CHECK_SKIP_BUILD=1 (use the installed build),
-#        GPU_CHECK_ARCH (9.0), FASTPOSE_GPU_CHECK_COMPILE=1 (add torch.compile of the models).
+#        GPU_CHECK_ARCH (9.0), FASTPOSE_GPU_CHECK_COMPILE=1 (add torch.compile of the models),
+#        GPU_CHECK_DRY_RUN=1 (no GPU needed: the same steps with CPU stand-ins: the CUDA tests and
+#        benchmarks collected, one CPU benchmark through the JSON and the report, the sanitizer
+#        cases compiled; tests/test_gpu_check.py runs it).
 set -u -o pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -77,6 +80,18 @@ report
 
 step info 30 bash -c "nvidia-smi 2>&1 | head -20; \"$PY\" -c 'import sys, torch; print(sys.version); print(\"torch\", torch.__version__, \"cuda\", torch.version.cuda, \"available\", torch.cuda.is_available()); print(torch.cuda.get_device_name() if torch.cuda.is_available() else \"no CUDA device\")'; \"$PY\" -c 'import triton; print(\"triton\", triton.__version__)'; command -v compute-sanitizer nvcc; nproc"
 
+if [ "${GPU_CHECK_DRY_RUN:-0}" = 1 ]; then
+  skip build "dry run"
+  step tests 120 "$PY" -m pytest -q --collect-only -m cuda tests -p no:randomly -p no:cacheprovider
+  step bench 120 "$PY" -m pytest -q -p no:randomly -p no:cacheprovider --benchmark-only \
+    --benchmark-json="$OUTDIR/bench-gpu.json" \
+    "bench/bench_upsample_add.py::test_upsample_add[cpu-8x256x64x64-float32-nchw-t1-fastpose]" \
+    "bench/bench_upsample_add.py::test_upsample_add[cpu-8x256x64x64-float32-nchw-t1-eager]"
+  step sanitizer 60 bash -c "\"$PY\" -m py_compile tools/gpu_sanitize.py && \"$PY\" -m pytest -q --collect-only -m 'cuda and gpu_quick' bench -p no:randomly"
+  echo "dry run: report $OUTDIR/gpu-report.md"
+  exit $failed
+fi
+
 if ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" >/dev/null 2>&1; then
   echo "no CUDA GPU visible to $PY: the GPU steps are skipped"
   for s in build tests bench sanitizer; do skip $s "no CUDA GPU"; done
@@ -87,7 +102,7 @@ if [ "${GPU_CHECK_SKIP_BUILD:-0}" = 1 ]; then
   skip build "GPU_CHECK_SKIP_BUILD=1"
 else
   # sm_90 only; --no-index: offline, nothing to download (--no-build-isolation, --no-deps).
-  step build 240 env TORCH_CUDA_ARCH_LIST="${GPU_CHECK_ARCH:-9.0}" FORCE_CUDA=1 \
+  step build 240 env TORCH_CUDA_ARCH_LIST="${GPU_CHECK_ARCH:-${TORCH_CUDA_ARCH_LIST:-9.0}}" FORCE_CUDA=1 \
     "$PY" -m pip install --no-build-isolation --no-deps --no-index -e .
 fi
 if ! "$PY" -c "import fastpose, sys; i = fastpose.build_info(); print(i); sys.exit(0 if i['cuda'] else 1)" \
@@ -100,7 +115,11 @@ fi
 
 timeout_opt=()
 "$PY" -c "import pytest_timeout" 2>/dev/null && timeout_opt=(--timeout 120)
-step tests 170 "$PY" -m pytest -q -m cuda tests -p no:randomly -p no:cacheprovider -rfE "${timeout_opt[@]}"
+# Several workers share the GPU: most of the time is Triton's and nvrtc's compiling on the CPU.
+xdist_opt=()
+"$PY" -c "import xdist" 2>/dev/null && xdist_opt=(-n "${GPU_CHECK_TEST_WORKERS:-6}")
+step tests 170 "$PY" -m pytest -q -m cuda tests -p no:randomly -p no:cacheprovider -rfE "${xdist_opt[@]}" \
+  "${timeout_opt[@]}"
 
 if "$PY" -c "import pytest_benchmark" 2>/dev/null; then
   step bench 150 "$PY" -m pytest bench -q -p no:randomly -p no:cacheprovider -m "cuda and gpu_quick" \
