@@ -84,7 +84,16 @@ def block_sum_kernel(grad_ptr, out_ptr, NLROWS, LOW_INNER, INNER, H, Hl, SH, SW,
 
 
 def _tiles(nrows, inner):
+    """(R rows, BLOCK columns) of a program. Up to 1024, BLOCK = next_pow2(inner) covers whole rows,
+    so a program reads R contiguous rows (NCHW rows are adjacent) and the masked lanes cost no
+    bandwidth. Longer rows (channels_last W * C) are split into BLOCK = 1024 tiles, whose last tile
+    may be mostly masked (W * C = 1536: half of the second program idle): there the largest power of
+    two dividing the row (>= 128) is taken instead when it fills the lanes better."""
     block = min(triton.next_power_of_2(max(inner, 1)), 1024)
+    if inner > 1024:
+        div = min(inner & -inner, 1024)
+        if div >= 128 and inner / (triton.cdiv(inner, block) * block) < 0.875:
+            block = div
     r = max(1, min(triton.next_power_of_2(max(nrows, 1)), 2048 // block))
     return r, block
 
