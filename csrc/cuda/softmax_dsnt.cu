@@ -435,9 +435,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_impl(const at::Tensor& lo
   // Maps of only -inf come out NaN (coordinates, stats, divergence) without a host sync. With
   // FASTPOSE_CUDA_SYNC_CHECKS=1 they are counted (a memset, not a kernel: still one kernel launch)
   // and the count is read back, which a CUDA graph being captured cannot do.
-  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
-  C10_CUDA_CHECK(cudaStreamIsCapturing(stream, &capture));
-  const bool check = sync_checks() && capture == cudaStreamCaptureStatusNone;
+  bool check = sync_checks();
+  if (check) {
+    cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+    C10_CUDA_CHECK(cudaStreamIsCapturing(stream, &capture));
+    check = capture == cudaStreamCaptureStatusNone;
+  }
   at::Tensor bad;
   if (check) {
     bad = at::empty({1}, x.options().dtype(at::kInt));
