@@ -66,6 +66,25 @@ def test_report_on_fake_json(tmp_path):
     assert cells[9:] == ["3424.0", "80%"], cells
 
 
+def test_report_targets(tmp_path):
+    def row(op, impl, case, t, dtype="float16", nbytes=None):
+        info = dict(op=op, impl=impl, case=case, dtype=dtype, device="cuda", threads=2, device_time_s=t)
+        if nbytes:
+            info["bytes"] = nbytes
+        return {"name": impl, "stats": {"median": 1.0}, "extra_info": info}
+    data = {"machine_info": {"copy_bandwidth_gbs": {"cuda": 4000.0}}, "benchmarks": [
+        row("upsample_add", "fastpose", "(32, 256, 64, 64)", 100e-6, nbytes=360_000_000),  # 3600 GB/s = 90%
+        row("hr_fuse", "fastpose", "final", 10e-6), row("hr_fuse", "eager", "final", 20e-6),  # 2x of 2.5x
+        row("model_hrnet_w32", "fastpose_cudagraph", "hrnet_w32 256x192 bs1 channels_last", 1.5e-3)]}
+    text, _ = report.build(data)
+    lines = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| ")}
+    assert "90%" in lines["upsample_add (32,256,64,64) f16, % of copy bw"] and "| met |" in \
+        lines["upsample_add (32,256,64,64) f16, % of copy bw"]
+    assert "2.00x" in lines["hr_fuse final f16, x eager"] and "MISSED by 20%" in lines["hr_fuse final f16, x eager"]
+    assert "1.500" in lines["hrnet_w32 256x192 f16 bs1 (CUDA graph), ms"]
+    assert "not measured" in lines["hourglass 8 stacks f16 bs32, img/s"]
+
+
 def test_report_without_json_or_logs(tmp_path):
     out = tmp_path / "r.md"
     bad = tmp_path / "bad.json"
