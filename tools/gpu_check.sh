@@ -20,8 +20,9 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 PY=${PY:-python3}
 OUTDIR=${OUT:-$ROOT/reports}
-WORK=$ROOT/reports
-mkdir -p "$OUTDIR" "$WORK"
+WORK=$(mktemp -d)  # the step table and the report writer's errors: not among $OUT's files
+trap 'rm -rf "$WORK"' EXIT
+mkdir -p "$OUTDIR"
 STEPS=$WORK/gpu-steps.tsv
 : >"$STEPS"
 START=$(date +%s)
@@ -40,7 +41,6 @@ report() {
     { echo "# fastpose gpu-check"; echo; echo "bench/report.py failed:"; cat "$WORK/report-error.txt"
       echo; cat "$STEPS"; } >"$OUTDIR/gpu-report.md"
   }
-  [ "$OUTDIR" = "$WORK" ] || cp "$OUTDIR/gpu-report.md" "$WORK/gpu-report.md" 2>/dev/null
   return 0
 }
 
