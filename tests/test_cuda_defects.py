@@ -259,3 +259,20 @@ def test_binarize_pack_channels_last_warp_path(dtype, channels):
     w = torch.randn(5, channels, 3, 3, device="cuda")
     out = xnor_conv2d(x, w, padding=1)
     assert torch.equal(out.cpu(), xnor_conv2d_reference(x.cpu(), w.cpu(), padding=1))
+
+
+@pytest.mark.parametrize("order", ["flat", "tap"])
+@pytest.mark.parametrize("cin", [1, 3, 64, 65, 100, 128, 257, 320])
+@pytest.mark.cuda
+@pytest.mark.skipif(not CUDA, reason="needs CUDA")
+def test_xnor_k_orders(order, cin, monkeypatch):
+    # Issue 12 item 6 (Cin < 256 padded to a 256-bit chunk): the flat K order packs several taps
+    # into one chunk; FASTPOSE_XNOR_CUDA_KORDER=tap is the first version's order. Both bit-exact.
+    if order == "tap":
+        monkeypatch.setenv("FASTPOSE_XNOR_CUDA_KORDER", "tap")
+    for k, s, p, d, pv in [(3, 1, 1, 1, 0), (3, 2, 1, 1, -1), (5, 1, 2, 2, 0), (1, 1, 0, 1, 0)]:
+        x = torch.randn(2, cin, 9, 11, device="cuda")
+        w, b = torch.randn(7, cin, k, k, device="cuda"), torch.randn(7, device="cuda")
+        out = xnor_conv2d(x, w, b, s, p, d, True, pv)
+        ref = xnor_conv2d_reference(x.cpu(), w.cpu(), b.cpu(), s, p, d, True, pv, alpha=xnor_alpha(w).cpu())
+        assert torch.equal(out.cpu(), ref), (k, s, p, d, pv)

@@ -21,6 +21,8 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
+#include <string>
 
 namespace fastpose {
 namespace {
@@ -145,6 +147,11 @@ struct ConvArgs {
   const void* bn_shift;
   void* out;
   int N, Cin, H, W, Cout, KH, KW, sh, sw, ph, pw, dh, dw, Ho, Wo, CW, KC;
+  // K order. flat (default): the KT * CW words of (tap, word) run one after the other and each k-step
+  // takes the next 4, so Cin = 64 (one word per tap) fills the 256-bit chunk with 4 taps instead of
+  // padding one tap's word with three zero words. Else one tap per k-step group (KC chunks of 4
+  // words of that tap). The dot product is the same sum over (tap, word) either way.
+  bool kflat;
   int n_base;  // first output channel of this launch (gridDim.y is at most 65535 blocks of BN)
   int pad_value;
   bool nhwc;
@@ -227,12 +234,20 @@ __global__ void __launch_bounds__(THREADS) xnor_gemm_kernel(ConvArgs p) {
   // Each thread loads 2 of the 64 x 4 words of A and 2 of B per k-step: rows r = tid / 4 and + 32.
   const int lw = tid & 3, lr = tid >> 2;
   const int KT = p.KH * p.KW;
-  const int steps = KT * p.KC;
+  const int KWORDS = KT * p.CW;
+  const int steps = p.kflat ? (KWORDS + 3) / 4 : KT * p.KC;
   uint64_t ra[2], rb[2];
   auto load = [&](int step) {
-    const int t = step / p.KC, kc = step % p.KC;
+    int t, word;
+    if (p.kflat) {
+      const int q = step * 4 + lw;  // this thread's word of the flattened (tap, word) sequence
+      t = q < KWORDS ? q / p.CW : 0;
+      word = q < KWORDS ? q - t * p.CW : p.CW;  // p.CW: past the end, loads nothing
+    } else {
+      t = step / p.KC;
+      word = (step % p.KC) * 4 + lw;
+    }
     const int i = t / p.KW, j = t % p.KW;
-    const int word = kc * 4 + lw;
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       const int r = lr + 32 * h;
@@ -407,6 +422,13 @@ at::Tensor row_popc(const at::Tensor& words, int64_t rows, int64_t CW) {
   return out;
 }
 
+// FASTPOSE_XNOR_CUDA_KORDER=tap selects the one-tap-per-k-step order (the first version; kept to
+// compare on a GPU); default flat. Read per call: the tests switch it.
+bool kflat_order() {
+  const char* v = std::getenv("FASTPOSE_XNOR_CUDA_KORDER");
+  return !(v != nullptr && std::string(v) == "tap");
+}
+
 struct Geometry {
   int64_t N, Cin, H, W, Cout, KH, KW, sh, sw, ph, pw, dh, dw, Ho, Wo;
 };
@@ -481,6 +503,7 @@ at::Tensor conv_packed_impl(const at::Tensor& xp_in, const at::Tensor& pc, const
   a.sh = g.sh, a.sw = g.sw, a.ph = g.ph, a.pw = g.pw, a.dh = g.dh, a.dw = g.dw, a.Ho = g.Ho, a.Wo = g.Wo;
   a.CW = static_cast<int>(CW);
   a.KC = static_cast<int>((CW + 3) / 4);
+  a.kflat = kflat_order();
   a.pad_value = static_cast<int>(pad_value);
   a.nhwc = nhwc;
   const int64_t M = g.N * g.Ho * g.Wo;
