@@ -115,3 +115,15 @@ def test_bench_conftest_without_pytest_benchmark(tmp_path):
     assert data["stand_in"] and data["benchmarks"][0]["extra_info"]["impl"] == "fastpose"
     text, _ = report.build(data)
     assert "### upsample_add" in text
+
+
+def test_rotation_exceeds_twice_the_l2(monkeypatch):
+    import _common  # bench/_common.py
+
+    monkeypatch.setattr(_common, "l2_bytes", lambda device="cuda": 50 << 20)
+    made = []
+    sets = _common.rotation(lambda: made.append(1) or len(made), 30 << 20, "cuda")
+    assert len(sets) == 4 and sets == [1, 2, 3, 4]  # 4 x 30 MB > 100 MB
+    assert len(_common.rotation(lambda: 0, 300 << 20, "cuda")) == 1
+    assert len(_common.rotation(lambda: 0, 1, "cuda")) == 64  # capped
+    assert len(_common.rotation(lambda: 0, 1, "cpu")) == 1
