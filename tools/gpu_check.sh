@@ -52,7 +52,7 @@ step() {
   left=$(( START + BUDGET - $(date +%s) ))
   [ "$limit" -gt "$left" ] && limit=$left
   if [ "$limit" -lt 10 ]; then
-    printf '%s\tskipped (budget spent)\t0\n' "$name" >>"$STEPS"; report; return 1
+    printf '%s\tskipped (budget spent)\t0\n' "$name" >>"$STEPS"; failed=1; report; return 1
   fi
   t0=$(date +%s)
   echo "== $name (limit ${limit}s): $*"
