@@ -76,12 +76,15 @@ def _both_backends(key, dtype, cl):
 @pytest.mark.parametrize("key", sorted(SMALL))
 def test_models_backends_agree_cuda(key, dtype, cl):
     _, _, out, ref = _both_backends(key, dtype, cl)
+    # Relative L2 error. float32: the XNOR outputs are bit-identical and both backends run the same
+    # cuDNN convolutions (TF32 allowed by default), so only the fused merges and DSNT differ in rounding.
+    # float16: the torch backend rounds the sign-conv, * alpha and + bias to float16 separately, and in
+    # a binary network a 1-ulp change can flip a later sign: a looser bound there.
+    binary = key.startswith("binary")
+    tol = 1e-3 if dtype == torch.float32 else (0.1 if binary else 2e-2)
     for a, b in zip(out, ref):
-        scale = b.abs().max().item() + 1e-6
-        err = (a - b).abs().max().item() / scale
-        # float32: cuDNN's algorithms differ between the two graphs (TF32 allowed by default for
-        # convolutions); float16: the torch backend rounds every op to float16.
-        assert err < (2e-3 if dtype == torch.float32 else 3e-2), (key, err)
+        err = ((a - b).norm() / (b.norm() + 1e-12)).item()
+        assert err < tol, (key, err)
 
 
 @pytest.mark.parametrize("key", sorted(SMALL))
