@@ -19,6 +19,13 @@ from torch.utils import cpp_extension
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 
+# nvcc flags of every csrc/cuda/*.cu (also read by tools/nvcc_check.py: keep this a literal list).
+# No --use_fast_math: it turns on flush-to-zero, under which negative subnormal inputs would pack as
+# +1 and subnormal alpha / bias / outputs of the XNOR epilogue would be flushed (bit-exactness), and
+# approximate division in softmax_dsnt. The kernels name their fast intrinsics (__expf, __logf)
+# and their exact roundings (__fmul_rn, __fadd_rn) themselves.
+NVCC_FLAGS = ["-O3", "-std=c++17", "-lineinfo", "-ftz=false", "-prec-div=true", "-prec-sqrt=true"]
+
 
 def _want_cuda():
     if torch.version.cuda is None or cpp_extension.CUDA_HOME is None:
@@ -48,10 +55,7 @@ def extension():
     )
     if with_cuda:
         sources += _sources("cuda/*.cpp", "cuda/*.cu")
-        kwargs["extra_compile_args"]["nvcc"] = [
-            "-O3", "-std=c++17", "--use_fast_math", "-lineinfo",
-            "-DFASTPOSE_WITH_CUDA=1",
-        ]
+        kwargs["extra_compile_args"]["nvcc"] = NVCC_FLAGS + ["-DFASTPOSE_WITH_CUDA=1"]
         return cpp_extension.CUDAExtension(sources=sources, **kwargs)
     return cpp_extension.CppExtension(sources=sources, **kwargs)
 

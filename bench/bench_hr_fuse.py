@@ -9,7 +9,7 @@ import torch
 
 from fastpose.ops.hr_fuse import hr_fuse, hr_fuse_reference
 
-from _common import CPU_THREADS, implementations, num_threads, run, tag
+from _common import CPU_THREADS, implementations, num_threads, rotation, run, tag
 
 CUDA = torch.cuda.is_available()
 CASES = {
@@ -29,8 +29,10 @@ def _params():
                 if device == "cpu" and dtype == torch.float16 and case != "final":
                     continue
                 for t in ([None] if device == "cuda" else CPU_THREADS):
+                    quick = device == "cuda" and case == "final" and dtype == torch.float16  # make gpu-check
                     for impl in ("fastpose", "eager", "compile"):
-                        out.append(pytest.param(device, case, dtype, t, impl, marks=marks,
+                        out.append(pytest.param(device, case, dtype, t, impl,
+                                                marks=marks + ([pytest.mark.gpu_quick] if quick else []),
                                                 id=f"{device}-{case}-{str(dtype)[6:]}-t{t}-{impl}"))
     return out
 
@@ -46,4 +48,6 @@ def test_hr_fuse(benchmark, device, case, dtype, threads, impl):
         with num_threads(threads):
             run(benchmark, lambda: fn(xs), device)
     else:
-        run(benchmark, lambda: fn(xs), device)
+        def make():
+            return [torch.randn(N, c, h, w, device=device, dtype=dtype) for c, h, w in shapes]
+        run(benchmark, fn, device, sets=[xs] + rotation(make, nbytes, device)[1:])

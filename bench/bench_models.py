@@ -8,6 +8,8 @@ CUDA (marked `cuda`): float32 and float16 channels_last at batch 1 and 32, CUDA 
 torch.compile at float16 batch 32. Images per second = batch / median time.
 `macs` is the conv multiply-accumulate count at that input (batch included).
 """
+import os
+
 import pytest
 import torch
 
@@ -18,6 +20,16 @@ from _common import CPU_THREADS, num_threads, run, tag
 
 CUDA = torch.cuda.is_available()
 CUDA_MARKS = [pytest.mark.cuda, pytest.mark.skipif(not CUDA, reason="needs CUDA")]
+# make gpu-check: the issue's model targets (float16 channels_last, batch 32 eager and batch 1 CUDA
+# graphs); torch.compile of the models only with FASTPOSE_GPU_CHECK_COMPILE=1 (minutes of compiling).
+QUICK_MODELS = ("hrnet_w32", "hourglass-8")
+QUICK_COMPILE = os.environ.get("FASTPOSE_GPU_CHECK_COMPILE", "0") == "1"
+
+
+def _cuda_marks(key, dtype, batch, impl, graph):
+    quick = key in QUICK_MODELS and dtype == torch.float16 and (
+        (batch == 32 and not graph and (impl != "compile" or QUICK_COMPILE)) or (batch == 1 and graph))
+    return CUDA_MARKS + ([pytest.mark.gpu_quick] if quick else [])
 
 # key -> (name, kwargs, (H, W)): the papers' input sizes
 MODELS = {"hourglass-2": ("hourglass", dict(stacks=2), (256, 256)),
@@ -96,12 +108,14 @@ def _cuda_params():
         for dtype in (torch.float32, torch.float16):
             for batch in (1, 32):
                 for impl in ("fastpose", "eager"):
-                    out.append(pytest.param(key, dtype, batch, impl, False, marks=CUDA_MARKS,
+                    out.append(pytest.param(key, dtype, batch, impl, False,
+                                            marks=_cuda_marks(key, dtype, batch, impl, False),
                                             id=f"cuda-{key}-{str(dtype)[6:]}-bs{batch}-{impl}"))
         for impl in ("fastpose", "eager"):
-            out.append(pytest.param(key, torch.float16, 1, impl, True, marks=CUDA_MARKS,
+            out.append(pytest.param(key, torch.float16, 1, impl, True, marks=_cuda_marks(key, torch.float16, 1, impl, True),
                                     id=f"cuda-{key}-float16-bs1-{impl}-graph"))
-        out.append(pytest.param(key, torch.float16, 32, "compile", False, marks=CUDA_MARKS,
+        out.append(pytest.param(key, torch.float16, 32, "compile", False,
+                                marks=_cuda_marks(key, torch.float16, 32, "compile", False),
                                 id=f"cuda-{key}-float16-bs32-compile"))
     return out
 

@@ -9,13 +9,14 @@ import torch
 
 from fastpose.ops.softmax_dsnt import softmax_dsnt, softmax_dsnt_reference
 
-from _common import CPU_THREADS, num_threads, run, tag
+from _common import CPU_THREADS, num_threads, rotation, run, tag
 
 CUDA = torch.cuda.is_available()
 # (1024, 17, 64, 48) is GPU-only: 214 MB of logits take eager and torch.compile seconds per call here.
 SHAPES_CPU = [(32, 16, 64, 64), (64, 17, 64, 48), (256, 17, 64, 48), (1, 68, 64, 64)]
 SHAPES_CUDA = [(32, 16, 64, 64), (256, 17, 64, 48), (1024, 17, 64, 48), (1, 68, 64, 64)]
 DTYPES = [torch.float32, torch.float16]
+QUICK_CUDA = {((1024, 17, 64, 48), torch.float32)}  # make gpu-check: the bandwidth target
 
 _compiled = {}
 
@@ -37,11 +38,12 @@ def _cases(device):
     out = []
     for shape in shapes:
         for dtype in DTYPES:
+            m = marks + [pytest.mark.gpu_quick] if device == "cuda" and (shape, dtype) in QUICK_CUDA else marks
             if device == "cpu" and dtype == torch.float16 and shape[0] > 32:
                 continue  # float16 on the CPU: one shape is enough to report
             for t in threads:
                 for impl in ("fastpose", "eager", "compile"):
-                    out.append(pytest.param(device, shape, dtype, t, impl, marks=marks,
+                    out.append(pytest.param(device, shape, dtype, t, impl, marks=m,
                                             id=f"{device}-{'x'.join(map(str, shape))}-{str(dtype)[6:]}-t{t}-{impl}"))
     return out
 
@@ -72,7 +74,18 @@ def _bench(benchmark, device, shape, dtype, threads, impl, backward):
         with num_threads(threads):
             run(benchmark, step, device, rounds=rounds)
     else:
-        run(benchmark, step, device)
+        # Rotated logits (with their own grads) past the L2; step's x is the first set.
+        def make():
+            t = torch.randn(shape, device=device).mul_(3).to(dtype)
+            return t.requires_grad_() if backward else t
+
+        def step_on(xi):
+            if backward:
+                xi.grad = None
+                fn(xi).backward(g)
+            else:
+                fn(xi)
+        run(benchmark, step_on, device, sets=[x] + rotation(make, nbytes, device)[1:])
 
 
 @pytest.mark.parametrize("device,shape,dtype,threads,impl", CASES)

@@ -7,7 +7,7 @@ import torch
 
 from fastpose.ops.upsample_add import upsample_add, upsample_add_reference
 
-from _common import CPU_THREADS, implementations, num_threads, run, tag
+from _common import CPU_THREADS, implementations, num_threads, rotation, run, tag
 
 CUDA = torch.cuda.is_available()
 # (N, C, H, W) of the output; low is (N, C, H/2, W/2)
@@ -30,9 +30,11 @@ def _cases():
                         continue
                     for t in ([None] if device == "cuda" else CPU_THREADS):
                         for impl in ("fastpose", "eager", "compile"):
-                            out.append(pytest.param(device, shape, dtype, cl, t, impl, marks=marks, id=(
+                            # make gpu-check: the target shape, both dtypes, NCHW
+                            quick = device == "cuda" and shape == (32, 256, 64, 64) and not cl
+                            out.append(pytest.param(device, shape, dtype, cl, t, impl, id=(
                                 f"{device}-{'x'.join(map(str, shape))}-{str(dtype)[6:]}-{'cl' if cl else 'nchw'}"
-                                f"-t{t}-{impl}")))
+                                f"-t{t}-{impl}"), marks=marks + ([pytest.mark.gpu_quick] if quick else [])))
     return out
 
 
@@ -50,4 +52,7 @@ def test_upsample_add(benchmark, device, shape, dtype, cl, threads, impl):
         with num_threads(threads):
             run(benchmark, lambda: fn(low, skip), device, rounds=10 if skip.numel() > 4e6 else None)
     else:
-        run(benchmark, lambda: fn(low, skip), device)
+        def make():
+            return (torch.randn(low.shape, device=device, dtype=dtype).contiguous(memory_format=fmt),
+                    torch.randn(shape, device=device, dtype=dtype).contiguous(memory_format=fmt))
+        run(benchmark, fn, device, sets=[(low, skip)] + rotation(make, nbytes, device)[1:])

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from fastpose.ops import binarize, binarize_pack, xnor_alpha, xnor_conv2d
 
-from _common import CPU_THREADS, num_threads, run, tag
+from _common import CPU_THREADS, num_threads, rotation, run, tag
 
 CUDA = torch.cuda.is_available()
 # (N, Cin, Cout, H, W)
@@ -24,14 +24,21 @@ CUDA_IMPLS = ["fastpose", "fastpose_packed", "cudnn_fp16_channels_last"]
 
 def _cases():
     out = []
+    cuda_seen = set()
     for shape in SHAPES:
         for t in CPU_THREADS:
             for impl in CPU_IMPLS:
                 out.append(pytest.param("cpu", shape, t, impl, id=f"cpu-{'x'.join(map(str, shape))}-t{t}-{impl}"))
         cshape = (32,) + shape[1:]
+        if cshape in cuda_seen:  # (1, ...) and (8, ...) of one layer are one CUDA case at N = 32
+            continue
+        cuda_seen.add(cshape)
+        marks = [pytest.mark.cuda, pytest.mark.skipif(not CUDA, reason="needs CUDA")]
+        if cshape == (32, 256, 128, 64, 64):
+            marks.append(pytest.mark.gpu_quick)  # make gpu-check: the target shape
         for impl in CUDA_IMPLS:
             out.append(pytest.param("cuda", cshape, None, impl, id=f"cuda-{'x'.join(map(str, cshape))}-{impl}",
-                                    marks=[pytest.mark.cuda, pytest.mark.skipif(not CUDA, reason="needs CUDA")]))
+                                    marks=marks))
     return out
 
 
@@ -72,4 +79,8 @@ def test_xnor_conv2d(benchmark, device, shape, threads, impl):
             big = N * Cout * H * W * Cin > 2e8
             run(benchmark, fn, device, rounds=5 if big and impl not in ("fastpose", "fastpose_packed") else None)
     else:
-        run(benchmark, fn, device)
+        # Rotated inputs past the L2 (the weights are small and stay in it, as in a network).
+        def make():
+            return _fn(device, impl, torch.randn(N, Cin, H, W, device=device), w)
+        nbytes = N * Cin * H * W * (2 if impl != "fastpose_packed" else 1 / 8)
+        run(benchmark, lambda f: f(), device, sets=[fn] + rotation(make, nbytes, device)[1:])

@@ -3,11 +3,16 @@ the PyTorch eager and torch.compile baselines, and the fraction of the hardware 
 
 The limit is the measured copy bandwidth (bytes read + written, preallocated, measured at the start
 of the benchmark session and stored in the JSON) for benchmarks that pass `bytes=`: the fraction is
-(bytes / time) / bandwidth. Usage: python bench/report.py results.json [-o report.md] [--tests log]
+(bytes / time) / bandwidth. CUDA cases carry their CUDA-event time per call (extra_info
+"device_time_s", bench/_common.py), used instead of the host-clock median.
+Usage: python bench/report.py results.json [-o report.md] [--tests log] [--steps steps.tsv] [--log name=path]
+A missing or unreadable JSON gives a line saying so, not a crash (make gpu-check writes its report
+even when the benchmarks failed).
 """
 import argparse
 import collections
 import json
+import os
 import sys
 
 
@@ -19,6 +24,68 @@ def _bandwidth_key(device, threads):
     return "cuda" if device.startswith("cuda") else f"cpu:{threads}"
 
 
+# Issue 12's "Fast" targets, checked on the CUDA rows present: (label, op, dtype, case, kind, args, goal).
+# kind "bw": % of copy bandwidth of impl; "ratio": time(base) / time(impl); "ips": images/s of impl at
+# batch; "ms": impl's time per call. Missing rows are listed as not measured.
+TARGETS = [
+    ("softmax_dsnt fwd (1024,17,64,48) f32, % of copy bw", "softmax_dsnt_fwd", "float32", "(1024, 17, 64, 48)",
+     "bw", ("fastpose",), 80),
+    ("softmax_dsnt fwd+bwd (1024,17,64,48) f32, x eager", "softmax_dsnt_fwd_bwd", "float32", "(1024, 17, 64, 48)",
+     "ratio", ("fastpose", "eager"), 5),
+    ("xnor_conv2d (32,256,128,64,64) incl. packing, x cuDNN f16 cl", "xnor_conv2d_3x3", "float16",
+     "(32, 256, 128, 64, 64)", "ratio", ("fastpose", "cudnn_fp16_channels_last"), 3),
+    ("xnor_conv2d (32,256,128,64,64) pre-packed, x cuDNN f16 cl", "xnor_conv2d_3x3", "float16",
+     "(32, 256, 128, 64, 64)", "ratio", ("fastpose_packed", "cudnn_fp16_channels_last"), 6),
+    ("upsample_add (32,256,64,64) f16, % of copy bw", "upsample_add", "float16", "(32, 256, 64, 64)", "bw",
+     ("fastpose",), 85),
+    ("upsample_add (32,256,64,64) f32, % of copy bw", "upsample_add", "float32", "(32, 256, 64, 64)", "bw",
+     ("fastpose",), 85),
+    ("hr_fuse final f16, x eager", "hr_fuse", "float16", "final", "ratio", ("fastpose", "eager"), 2.5),
+    ("hrnet_w32 256x192 f16 bs32, img/s", "model_hrnet_w32", "float16", "hrnet_w32 256x192 bs32 channels_last",
+     "ips", ("fastpose", 32), 2750),
+    ("hrnet_w32 256x192 f16 bs1 (CUDA graph), ms", "model_hrnet_w32", "float16",
+     "hrnet_w32 256x192 bs1 channels_last", "ms", ("fastpose_cudagraph",), 2.0),
+    ("hourglass 8 stacks f16 bs32, img/s", "model_hourglass-8", "float16", "hourglass-8 256x256 bs32 channels_last",
+     "ips", ("fastpose", 32), 2400),
+    ("hourglass 8 stacks f16 bs1 (CUDA graph), ms", "model_hourglass-8", "float16",
+     "hourglass-8 256x256 bs1 channels_last", "ms", ("fastpose_cudagraph",), 2.6),
+]
+
+
+def targets(groups, bw):
+    """Markdown table of TARGETS against the CUDA rows of groups ({key: {impl: (time, info)}})."""
+    cuda = {(k[0], k[2], k[3]): v for k, v in groups.items() if str(k[1]).startswith("cuda")}
+    if not cuda:
+        return []
+    lines = ["### Targets of issue 12", "", "| target | goal | measured | status |", "|---|---|---|---|"]
+    for label, op, dtype, case, kind, args, goal in TARGETS:
+        impls = cuda.get((op, dtype, case), {})
+        t = impls.get(args[0], (None, {}))[0]
+        value = None
+        if t:
+            if kind == "bw":
+                info = impls[args[0]][1]
+                lim = bw.get("cuda")
+                if info.get("bytes") and lim:
+                    value = 100 * info["bytes"] / t / 1e9 / lim
+            elif kind == "ratio":
+                base = impls.get(args[1], (None,))[0]
+                value = base / t if base else None
+            elif kind == "ips":
+                value = args[1] / t
+            else:
+                value = t * 1e3
+        if value is None:
+            lines.append(f"| {label} | {goal} | - | not measured |")
+            continue
+        ok = value <= goal if kind == "ms" else value >= goal
+        gap = "met" if ok else f"MISSED by {abs(value - goal) / goal * 100:.0f}%"
+        fmt = f"{value:.0f}%" if kind == "bw" else (f"{value:.2f}x" if kind == "ratio" else
+                                                    (f"{value:.0f}" if kind == "ips" else f"{value:.3f}"))
+        lines.append(f"| {label} | {goal} | {fmt} | {gap} |")
+    return lines + [""]
+
+
 def build(data):
     machine = data.get("machine_info", {})
     bw = machine.get("copy_bandwidth_gbs", {})
@@ -28,7 +95,8 @@ def build(data):
         if "op" not in info:
             continue
         key = (info["op"], info["device"], info["dtype"], info["case"], info.get("threads"))
-        groups.setdefault(key, {})[info["impl"]] = (b["stats"]["median"], info)
+        t = info.get("device_time_s") or b.get("stats", {}).get("median")
+        groups.setdefault(key, {})[info["impl"]] = (t, info)
     lines = []
     dev = machine.get("gpu_name") or machine.get("cpu_name", "?")
     lines.append(f"Machine: {machine.get('cpu_name', '?')}" + (f"; GPU: {machine['gpu_name']}" if "gpu_name" in machine else ""))
@@ -40,6 +108,7 @@ def build(data):
         lines.append(f"fastpose build: CPU ISA {fp.get('cpu_isa_active', '?')}, CUDA kernels {fp.get('cuda', '?')}, "
                      f"torch {fp.get('torch', '?')}")
     lines.append("")
+    lines += targets(groups, bw)
     by_op = collections.OrderedDict()
     for key, impls in groups.items():
         by_op.setdefault(key[0], []).append((key, impls))
@@ -73,21 +142,58 @@ def build(data):
     return "\n".join(lines), dev
 
 
+def _tail(path, n):
+    try:
+        with open(path, errors="replace") as fh:
+            return fh.read()[-n:]
+    except OSError as e:
+        return f"(not available: {e.strerror or e})"
+
+
+def _steps(path):
+    """steps.tsv lines 'name<TAB>status<TAB>seconds' (tools/gpu_check.sh) as a table."""
+    rows = []
+    try:
+        with open(path) as fh:
+            rows = [line.rstrip("\n").split("\t") for line in fh if line.strip()]
+    except OSError as e:
+        return f"(no step log: {e.strerror or e})\n"
+    lines = ["| step | status | seconds |", "|---|---|---|"]
+    for r in rows:
+        r = (r + ["", "", ""])[:3]
+        lines.append("| " + " | ".join(r) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("json", nargs="+")
+    ap.add_argument("json", nargs="*")
     ap.add_argument("-o", "--output")
+    ap.add_argument("--title", help="a heading for the report")
     ap.add_argument("--tests", help="a pytest log to append (make gpu-check)")
+    ap.add_argument("--steps", help="a tab-separated step log (name, status, seconds) to put first")
+    ap.add_argument("--log", action="append", default=[], metavar="NAME=PATH", help="another log's tail to append")
     args = ap.parse_args(argv)
     parts = []
+    if args.title:
+        parts.append(f"# {args.title}\n")
+    if args.steps:
+        parts.append("## Steps\n\n" + _steps(args.steps))
     for path in args.json:
-        with open(path) as fh:
-            text, dev = build(json.load(fh))
+        try:
+            with open(path) as fh:
+                text, dev = build(json.load(fh))
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            why = "missing" if not os.path.exists(path) else f"unreadable ({type(e).__name__}: {e})"
+            parts.append(f"## Benchmarks: {path}\n\nNo results: the file is {why}; the benchmark step failed "
+                         "or did not run (see the steps and logs below).\n")
+            continue
         parts.append(f"## Benchmarks: {path} ({dev})\n\n{text}")
     if args.tests:
-        with open(args.tests) as fh:
-            log = fh.read()
-        parts.append("## Tests\n\n```\n" + log[-6000:] + "\n```\n")
+        parts.append("## Tests\n\n```\n" + _tail(args.tests, 6000) + "\n```\n")
+    for spec in args.log:
+        name, _, path = spec.partition("=")
+        parts.append(f"## {name}\n\n```\n" + _tail(path or name, 3000) + "\n```\n")
     out = "\n".join(parts)
     if args.output:
         with open(args.output, "w") as fh:

@@ -18,6 +18,18 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARCHS = ("80", "90")
 
 
+def setup_nvcc_flags():
+    """setup.py's NVCC_FLAGS, read without running setup.py: the check compiles with the build's flags."""
+    import ast
+
+    with open(os.path.join(ROOT, "setup.py")) as fh:
+        tree = ast.parse(fh.read())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "NVCC_FLAGS" for t in node.targets):
+            return list(ast.literal_eval(node.value))
+    raise RuntimeError("setup.py defines no NVCC_FLAGS list")
+
+
 def nvcc_path():
     home = os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH")
     if home and os.path.exists(os.path.join(home, "bin", "nvcc")):
@@ -35,21 +47,42 @@ def shim_dir(tmp):
     return d
 
 
-def command(nvcc, src, obj, shim):
+def command(nvcc, src, obj, shim, archs=ARCHS, mode="-c"):
+    """nvcc command line; mode "-ptx" (one arch) writes PTX instead of an object."""
     from torch.utils.cpp_extension import include_paths
 
-    cmd = [nvcc, "-c", src, "-o", obj, "-std=c++17", "-O3", "--use_fast_math", "-Xcompiler", "-fPIC",
+    cmd = [nvcc, mode, src, "-o", obj] + setup_nvcc_flags() + ["-Xcompiler", "-fPIC",
            "-DFASTPOSE_WITH_CUDA=1", "-DTORCH_EXTENSION_NAME=_C", "-D_GLIBCXX_USE_CXX11_ABI=1",
            "--expt-relaxed-constexpr", "-I" + os.path.join(ROOT, "csrc"), "-I" + sysconfig.get_paths()["include"]]
     for p in include_paths():
         cmd += ["-isystem", p]
     cmd += ["-isystem", shim]
-    for a in ARCHS:
-        cmd += ["-gencode", f"arch=compute_{a},code=sm_{a}"]
+    if mode == "-ptx":
+        cmd += [f"-arch=compute_{archs[0]}"]
+    else:
+        for a in archs:
+            cmd += ["-gencode", f"arch=compute_{a},code=sm_{a}"]
     return cmd
 
 
-def check(files, jobs):
+def ptx(src, arch="90"):
+    """The PTX nvcc makes of src for compute_<arch> (None without nvcc); raises with the log on failure."""
+    nvcc = nvcc_path()
+    if nvcc is None:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "out.ptx")
+        r = subprocess.run(command(nvcc, src, out, shim_dir(tmp), archs=(arch,), mode="-ptx"),
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            raise RuntimeError(f"nvcc -ptx {src} failed:\n{r.stdout}{r.stderr}")
+        with open(out) as fh:
+            return fh.read()
+
+
+def check(files, jobs, ptx_out=None):
+    """{file: (returncode, log)}; with ptx_out (a dict), also {file: PTX for compute_90} from the same
+    compilation (nvcc -keep), at no extra compile time."""
     nvcc = nvcc_path()
     if nvcc is None:
         return None
@@ -59,10 +92,21 @@ def check(files, jobs):
         futs = {}
         for f in files:
             obj = os.path.join(tmp, os.path.basename(f) + ".o")
-            futs[pool.submit(subprocess.run, command(nvcc, f, obj, shim), capture_output=True, text=True)] = f
+            cmd = command(nvcc, f, obj, shim)
+            keep = os.path.join(tmp, "keep-" + os.path.basename(f))
+            if ptx_out is not None:
+                os.makedirs(keep)
+                cmd += ["-keep", "-keep-dir", keep]
+            futs[pool.submit(subprocess.run, cmd, capture_output=True, text=True)] = (f, keep)
         for fut in cf.as_completed(futs):
             r = fut.result()
-            results[futs[fut]] = (r.returncode, r.stdout + r.stderr)
+            f, keep = futs[fut]
+            results[f] = (r.returncode, r.stdout + r.stderr)
+            if ptx_out is not None and r.returncode == 0:
+                ptxs = sorted(glob.glob(os.path.join(keep, "*compute_90*.ptx")) or glob.glob(os.path.join(keep, "*.ptx")))
+                if ptxs:
+                    with open(ptxs[0]) as fh:
+                        ptx_out[f] = fh.read()
     return results
 
 

@@ -10,7 +10,7 @@ import triton
 import triton.language as tl
 
 from . import upsample_add as tk_ua
-from .upsample_add import _geometry, _low_offsets, _tiles, block_sum, layout, tile
+from .upsample_add import _geometry, _low_offsets, _tiles, block_sum, device_guard, layout, tile
 
 MAX_INPUTS = 4
 
@@ -78,8 +78,9 @@ def hr_fuse_forward(xs, relu=True):
         params += [Hl, H // Hl, W // Wl, Wl * C if nhwc else Wl]
     int64 = tk_ua.FORCE_INT64 or max(x.numel() for x in xs) >= 2**31 - 2 * 2048
     grid = (triton.cdiv(nrows, r), triton.cdiv(inner, block))
-    hr_fuse_fwd_kernel[grid](xs[0], *ptrs, out, nrows, inner, H, C, *params, NUM=len(xs), RELU=bool(relu),
-                             NHWC=nhwc, R=r, BLOCK=block, INT64=int64, num_warps=4 if r * block <= 1024 else 8)
+    with device_guard(x0):
+        hr_fuse_fwd_kernel[grid](xs[0], *ptrs, out, nrows, inner, H, C, *params, NUM=len(xs), RELU=bool(relu),
+                                 NHWC=nhwc, R=r, BLOCK=block, INT64=int64, num_warps=4 if r * block <= 1024 else 8)
     return out
 
 
@@ -94,7 +95,9 @@ def hr_fuse_backward(grad, out, xs, relu=True):
         n = grad.numel()
         if n:
             block = 2048
-            relu_mask_kernel[(triton.cdiv(n, block),)](grad, out, g0, n, BLOCK=block, INT64=tk_ua.FORCE_INT64 or n >= 2**31 - block)
+            with device_guard(grad):
+                relu_mask_kernel[(triton.cdiv(n, block),)](grad, out, g0, n, BLOCK=block,
+                                                           INT64=tk_ua.FORCE_INT64 or n >= 2**31 - block)
     else:
         g0 = grad.clone(memory_format=fmt)
     return [g0] + [block_sum(g0, x.shape, nhwc=nhwc) for x in xs[1:]]

@@ -6,6 +6,8 @@ Both layouts are handled as rows of an "inner" run of contiguous elements: NCHW 
 with W elements; channels_last rows are (n, h) with W*C elements. A program covers R rows by a
 BLOCK-wide tile of the inner run, so small maps (W = 48, 64) still give programs ~2k elements.
 """
+import contextlib
+
 import torch
 import triton
 import triton.language as tl
@@ -82,9 +84,24 @@ def block_sum_kernel(grad_ptr, out_ptr, NLROWS, LOW_INNER, INNER, H, Hl, SH, SW,
 
 
 def _tiles(nrows, inner):
+    """(R rows, BLOCK columns) of a program. Up to 1024, BLOCK = next_pow2(inner) covers whole rows,
+    so a program reads R contiguous rows (NCHW rows are adjacent) and the masked lanes cost no
+    bandwidth. Longer rows (channels_last W * C) are split into BLOCK = 1024 tiles, whose last tile
+    may be mostly masked (W * C = 1536: half of the second program idle): there the largest power of
+    two dividing the row (>= 128) is taken instead when it fills the lanes better."""
     block = min(triton.next_power_of_2(max(inner, 1)), 1024)
+    if inner > 1024:
+        div = min(inner & -inner, 1024)
+        if div >= 128 and inner / (triton.cdiv(inner, block) * block) < 0.875:
+            block = div
     r = max(1, min(triton.next_power_of_2(max(nrows, 1)), 2048 // block))
     return r, block
+
+
+def device_guard(t):
+    """Makes t's GPU current for the launch: Triton launches on the current device, so a tensor on
+    cuda:1 while cuda:0 is current would be read by a kernel on the wrong GPU."""
+    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
 
 
 def layout(t):
@@ -112,9 +129,10 @@ def upsample_add_forward(low, skip):
     r, block = _tiles(nrows, inner)
     int64 = FORCE_INT64 or max(skip.numel(), low.numel()) >= 2**31 - 2 * 2048
     grid = (triton.cdiv(nrows, r), triton.cdiv(inner, block))
-    upsample_add_fwd_kernel[grid](low, skip, out, nrows, inner, H, Hl, H // Hl, W // Wl, C,
-                                  Wl * C if nhwc else Wl, NHWC=nhwc, R=r, BLOCK=block, INT64=int64,
-                                  num_warps=4 if r * block <= 1024 else 8)
+    with device_guard(skip):
+        upsample_add_fwd_kernel[grid](low, skip, out, nrows, inner, H, Hl, H // Hl, W // Wl, C,
+                                      Wl * C if nhwc else Wl, NHWC=nhwc, R=r, BLOCK=block, INT64=int64,
+                                      num_warps=4 if r * block <= 1024 else 8)
     return out
 
 
@@ -135,6 +153,7 @@ def block_sum(grad, low_shape, nhwc=None):
     r, block = _tiles(nlrows, low_inner)
     int64 = FORCE_INT64 or grad.numel() >= 2**31 - 2 * 2048
     grid = (triton.cdiv(nlrows, r), triton.cdiv(low_inner, block))
-    block_sum_kernel[grid](grad, out, nlrows, low_inner, inner, H, Hl, H // Hl, W // Wl, C,
-                           NHWC=nhwc, R=r, BLOCK=block, INT64=int64, num_warps=4)
+    with device_guard(grad):
+        block_sum_kernel[grid](grad, out, nlrows, low_inner, inner, H, Hl, H // Hl, W // Wl, C,
+                               NHWC=nhwc, R=r, BLOCK=block, INT64=int64, num_warps=4)
     return out

@@ -2,6 +2,10 @@
 // once (online max/sum per thread, merged across the block); the backward recomputes the
 // probabilities from the saved per-map max and sum, so nothing of size B*J*H*W is saved.
 // The optional KL/JS regulariser takes a second sweep over the map, which is then in L2.
+// Any strides: channels_last maps are read in place (a block's loads stride over J, but the J blocks
+// of one image run side by side and share the L2 lines), never copied to contiguous first.
+// NaN propagates like torch.softmax: one NaN logit makes its map's running max NaN, and every merge
+// keeps a NaN max, so the map's outputs are NaN.
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAStream.h>
@@ -10,6 +14,8 @@
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+
+#include <cstdlib>
 
 namespace fastpose {
 namespace {
@@ -66,8 +72,16 @@ __device__ __forceinline__ void store16(T* p, const A* in) {
 }
 
 struct MapShape {
-  int64_t J, H, W, sb, sj, sh;
+  int64_t J, H, W, sb, sj, sh, sw;
+  // Rows of W adjacent elements, one after the other: the map is one dense run of H * W.
+  __device__ __forceinline__ bool dense() const { return sw == 1 && sh == W; }
 };
+
+// max that keeps a NaN from either side (a plain a > b ? a : b drops a NaN a).
+template <class A>
+__device__ __forceinline__ A nan_max(A a, A b) {
+  return (isnan(a) || a > b) ? a : b;
+}
 
 // Online-softmax state of a part of a map: running max, sum of exp(l - max), and the two
 // exp-weighted coordinate sums.
@@ -75,8 +89,8 @@ template <class A>
 struct Online {
   A m, s, sx, sy;
   __device__ __forceinline__ void add(A l, A x, A y) {
-    if (l > m) {
-      const A c = fexp(m - l);  // m = -inf gives 0
+    if (l > m || isnan(l)) {
+      const A c = fexp(m - l);  // m = -inf gives 0; l = NaN gives NaN (and m becomes NaN)
       s *= c;
       sx *= c;
       sy *= c;
@@ -94,15 +108,15 @@ struct Online {
   __device__ __forceinline__ void add_vec(const A* l, A x0, A dx, A y) {
     A lm = l[0];
 #pragma unroll
-    for (int k = 1; k < VEC; ++k) lm = lm > l[k] ? lm : l[k];
-    if (lm > m) {
+    for (int k = 1; k < VEC; ++k) lm = nan_max(lm, l[k]);
+    if (lm > m || isnan(lm)) {
       const A c = m == -INFINITY ? A(0) : fexp(m - lm);
       s *= c;
       sx *= c;
       sy *= c;
       m = lm;
     }
-    if (m == -INFINITY) return;  // everything so far is masked
+    if (m == -INFINITY) return;  // everything so far is masked (a NaN made m NaN above)
     A rs = 0, rx = 0;
 #pragma unroll
     for (int k = 0; k < VEC; ++k) {
@@ -115,7 +129,7 @@ struct Online {
     sy += rs * y;
   }
   __device__ __forceinline__ void merge(const Online& o) {
-    const A M = m > o.m ? m : o.m;
+    const A M = nan_max(m, o.m);
     if (M == -INFINITY) return;
     const A a = m == -INFINITY ? A(0) : fexp(m - M);
     const A b = o.m == -INFINITY ? A(0) : fexp(o.m - M);
@@ -226,6 +240,7 @@ __global__ void __launch_bounds__(kThreads) softmax_dsnt_fwd_kernel(const T* __r
                                                                     A* __restrict__ stats, T* __restrict__ coords,
                                                                     T* __restrict__ div, const A* __restrict__ target,
                                                                     double sigma, int reg, int* __restrict__ bad) {
+  // bad: counts maps of only -inf, or nullptr (the default: such maps give NaN, no host sync).
   extern __shared__ unsigned char smem_raw[];
   A* red = reinterpret_cast<A*>(smem_raw);  // 4 * warps
   const int64_t m = blockIdx.x;
@@ -235,7 +250,7 @@ __global__ void __launch_bounds__(kThreads) softmax_dsnt_fwd_kernel(const T* __r
   const A ix = A(2) / A(W), iy = A(2) / A(H);
   Online<A> st{-INFINITY, 0, 0, 0};
   constexpr int VEC = 16 / sizeof(T);
-  if (s.sh == W && W % VEC == 0 && reinterpret_cast<uintptr_t>(base) % 16 == 0) {
+  if (s.dense() && W % VEC == 0 && reinterpret_cast<uintptr_t>(base) % 16 == 0) {
     // Contiguous rows of whole vectors: 16-byte loads, index math once per vector.
     const int WV = W32 / VEC, NV = HW32 / VEC;
     for (int v = threadIdx.x; v < NV; v += kThreads) {
@@ -244,7 +259,7 @@ __global__ void __launch_bounds__(kThreads) softmax_dsnt_fwd_kernel(const T* __r
       load16(base + static_cast<int64_t>(v) * VEC, l);
       st.template add_vec<VEC>(l, (A(w0) + A(0.5)) * ix - A(1), ix, (A(h) + A(0.5)) * iy - A(1));
     }
-  } else if (s.sh == W) {
+  } else if (s.dense()) {
     for (int e = threadIdx.x; e < HW32; e += kThreads) {
       const int h = e / W32, w = e - h * W32;  // 32-bit: 64-bit division is slow
       st.add(to_acc(__ldg(reinterpret_cast<const T*>(base + e))), (A(w) + A(0.5)) * ix - A(1),
@@ -253,7 +268,7 @@ __global__ void __launch_bounds__(kThreads) softmax_dsnt_fwd_kernel(const T* __r
   } else {
     for (int e = threadIdx.x; e < HW32; e += kThreads) {
       const int h = e / W32, w = e - h * W32;  // 32-bit: 64-bit division is slow
-      st.add(to_acc(base[h * s.sh + w]), (A(w) + A(0.5)) * ix - A(1), (A(h) + A(0.5)) * iy - A(1));
+      st.add(to_acc(base[h * s.sh + w * s.sw]), (A(w) + A(0.5)) * ix - A(1), (A(h) + A(0.5)) * iy - A(1));
     }
   }
   const Online<A> r = block_online(st, red);
@@ -261,7 +276,7 @@ __global__ void __launch_bounds__(kThreads) softmax_dsnt_fwd_kernel(const T* __r
   if (threadIdx.x == 0) {
     A* o = stats + 4 * m;
     if (masked) {
-      atomicAdd(bad, 1);
+      if (bad) atomicAdd(bad, 1);
       o[0] = o[1] = o[2] = o[3] = NAN;
       coords[2 * m] = coords[2 * m + 1] = static_cast<T>(NAN);
     } else {
@@ -285,7 +300,7 @@ __global__ void __launch_bounds__(kThreads) softmax_dsnt_fwd_kernel(const T* __r
   A acc = 0;
   for (int e = threadIdx.x; e < HW32; e += kThreads) {
     const int h = e / W32, w = e - h * W32;
-    const A p = fexp(to_acc(base[h * s.sh + w]) - r.m) * inv_s;
+    const A p = fexp(to_acc(base[h * s.sh + w * s.sw]) - r.m) * inv_s;
     acc += div_term(p, qx[w] * qy[h], reg == 2);
   }
   acc = block_sum(acc, red);
@@ -318,14 +333,14 @@ __global__ void __launch_bounds__(kThreads) softmax_dsnt_bwd_kernel(const T* __r
     A acc = 0;
     for (int e = threadIdx.x; e < HW32; e += kThreads) {
       const int h = e / W32, w = e - h * W32;  // 32-bit: 64-bit division is slow
-      const A p = fexp(to_acc(base[h * s.sh + w]) - M) * inv_s;
+      const A p = fexp(to_acc(base[h * s.sh + w * s.sw]) - M) * inv_s;
       acc += p * div_grad(p, qx[w] * qy[h], reg == 2);
     }
     hbar = block_sum(acc, red);
   }
   T* o = out + m * HW;
   constexpr int VEC = 16 / sizeof(T);
-  if (!with_reg && s.sh == W && W % VEC == 0 && reinterpret_cast<uintptr_t>(base) % 16 == 0) {
+  if (!with_reg && s.dense() && W % VEC == 0 && reinterpret_cast<uintptr_t>(base) % 16 == 0) {
     // grad = p * (gx (x - cx) + gy (y - cy)): 16-byte loads and stores (out rows are aligned too,
     // since H * W is a multiple of VEC).
     const int WV = W32 / VEC, NV = HW32 / VEC;
@@ -343,7 +358,7 @@ __global__ void __launch_bounds__(kThreads) softmax_dsnt_bwd_kernel(const T* __r
   }
   for (int e = threadIdx.x; e < HW32; e += kThreads) {
     const int h = e / W32, w = e - h * W32;
-    const A p = fexp(to_acc(base[h * s.sh + w]) - M) * inv_s;
+    const A p = fexp(to_acc(base[h * s.sh + w * s.sw]) - M) * inv_s;
     A t = gx * ((A(w) + A(0.5)) * ix - A(1) - cx) + gy * ((A(h) + A(0.5)) * iy - A(1) - cy);
     if (with_reg) t += gd * (div_grad(p, qx[w] * qy[h], reg == 2) - hbar);
     o[e] = static_cast<T>(p * t);
@@ -357,10 +372,29 @@ void check_logits(const at::Tensor& logits) {
   TORCH_CHECK_VALUE(logits.size(2) >= 1 && logits.size(3) >= 1, "softmax_dsnt: logits needs H >= 1 and W >= 1");
 }
 
-at::Tensor rows_contiguous(const at::Tensor& t) { return t.stride(3) == 1 || t.size(3) == 1 ? t : t.contiguous(); }
-
+// The strides of a size-1 axis are arbitrary: normalise them so that a map that is one dense run
+// (W == 1 with unit row stride, H == 1 with unit element stride) takes the dense paths. The row
+// stride is always stride(2), also when W == 1 (logits[..., :1], channels_last with W == 1).
 MapShape shape_of(const at::Tensor& x) {
-  return MapShape{x.size(1), x.size(2), x.size(3), x.stride(0), x.stride(1), x.size(3) == 1 ? 1 : x.stride(2)};
+  const int64_t H = x.size(2), W = x.size(3);
+  const int64_t sw = W == 1 ? 1 : x.stride(3);
+  const int64_t sh = H == 1 ? W * sw : x.stride(2);
+  return MapShape{x.size(1), H, W, x.stride(0), x.stride(1), sh, sw};
+}
+
+// FASTPOSE_CUDA_SYNC_CHECKS=1: raise on maps of only -inf as the CPU does, at one host sync per call.
+bool sync_checks() {
+  static const bool on = [] {
+    const char* v = std::getenv("FASTPOSE_CUDA_SYNC_CHECKS");
+    return v != nullptr && v[0] == '1';
+  }();
+  return on;
+}
+
+// A tensor of another device would be read through a foreign pointer (a fault, or silent garbage).
+void check_device(const at::Tensor& t, const at::Tensor& logits, const char* what) {
+  TORCH_CHECK_VALUE(t.device() == logits.device(), "softmax_dsnt: ", what, " must be on the logits' device ",
+                    logits.device(), ", got ", t.device());
 }
 
 at::ScalarType acc_of(const at::Tensor& x) { return x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat; }
@@ -378,7 +412,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_impl(const at::Tensor& lo
                                                             double sigma, int64_t reg) {
   check_logits(logits_in);
   const c10::cuda::CUDAGuard guard(logits_in.device());
-  const at::Tensor x = rows_contiguous(logits_in);
+  const at::Tensor& x = logits_in;
   const int64_t B = x.size(0), J = x.size(1), n = B * J;
   const at::ScalarType acc = acc_of(x);
   at::Tensor stats = at::empty({B, J, 4}, x.options().dtype(acc));
@@ -390,6 +424,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_impl(const at::Tensor& lo
                           target_in->size(2) == 2,
                       "softmax_dsnt: target must be (B, J, 2), got ", target_in->sizes());
     TORCH_CHECK_VALUE(reg == 1 || reg == 2, "softmax_dsnt: reg must be 1 (KL) or 2 (JS)");
+    check_device(*target_in, x, "target");
     target = target_in->to(acc).contiguous();
   }
   if (n == 0) return {coords, div, stats};
@@ -397,22 +432,29 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_impl(const at::Tensor& lo
   const size_t smem = smem_bytes(x, reg != 0);
   const MapShape s = shape_of(x);
   auto stream = c10::cuda::getCurrentCUDAStream();
-  // The masked-map counter is cleared by a memset, not a kernel: one kernel launch per direction.
-  at::Tensor bad = at::empty({1}, x.options().dtype(at::kInt));
-  C10_CUDA_CHECK(cudaMemsetAsync(bad.data_ptr<int>(), 0, sizeof(int), stream));
+  // Maps of only -inf come out NaN (coordinates, stats, divergence) without a host sync. With
+  // FASTPOSE_CUDA_SYNC_CHECKS=1 they are counted (a memset, not a kernel: still one kernel launch)
+  // and the count is read back, which a CUDA graph being captured cannot do.
+  bool check = sync_checks();
+  if (check) {
+    cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+    C10_CUDA_CHECK(cudaStreamIsCapturing(stream, &capture));
+    check = capture == cudaStreamCaptureStatusNone;
+  }
+  at::Tensor bad;
+  if (check) {
+    bad = at::empty({1}, x.options().dtype(at::kInt));
+    C10_CUDA_CHECK(cudaMemsetAsync(bad.data_ptr<int>(), 0, sizeof(int), stream));
+  }
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "softmax_dsnt_cuda", [&] {
     using A = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
     softmax_dsnt_fwd_kernel<scalar_t, A><<<n, kThreads, smem, stream>>>(
         x.data_ptr<scalar_t>(), s, stats.data_ptr<A>(), coords.data_ptr<scalar_t>(),
         reg ? div.data_ptr<scalar_t>() : nullptr, reg ? target.data_ptr<A>() : nullptr, sigma,
-        static_cast<int>(reg), bad.data_ptr<int>());
+        static_cast<int>(reg), check ? bad.data_ptr<int>() : nullptr);
   });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
-  // A map of only -inf is an error. Reading the flag synchronises, which a CUDA graph being captured
-  // cannot do: there the map's coordinates are NaN instead.
-  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
-  C10_CUDA_CHECK(cudaStreamIsCapturing(stream, &capture));
-  if (capture == cudaStreamCaptureStatusNone) {
+  if (check) {
     const int nbad = bad.item<int>();
     TORCH_CHECK_VALUE(nbad == 0, "softmax_dsnt: ", nbad,
                       " map(s) of logits have every entry -inf; each map needs at least one finite logit");
@@ -436,12 +478,18 @@ at::Tensor backward_impl(const at::Tensor& grad_coords, const at::Tensor* grad_d
                          const at::Tensor* target_in, const at::Tensor& stats_in, double sigma, int64_t reg) {
   check_logits(logits_in);
   const c10::cuda::CUDAGuard guard(logits_in.device());
-  const at::Tensor x = rows_contiguous(logits_in);
+  const at::Tensor& x = logits_in;
   const int64_t B = x.size(0), J = x.size(1), n = B * J;
   const at::ScalarType acc = acc_of(x);
   TORCH_CHECK_VALUE(grad_coords.dim() == 3 && grad_coords.size(0) == B && grad_coords.size(1) == J &&
                         grad_coords.size(2) == 2,
                     "softmax_dsnt_backward: grad_coords must be (B, J, 2), got ", grad_coords.sizes());
+  check_device(grad_coords, x, "grad_coords");
+  check_device(stats_in, x, "stats");
+  if (reg) {
+    check_device(*grad_div, x, "grad_div");
+    check_device(*target_in, x, "target");
+  }
   const at::Tensor gc = grad_coords.to(acc).contiguous();
   const at::Tensor st = stats_in.to(acc).contiguous();
   at::Tensor gd, target;

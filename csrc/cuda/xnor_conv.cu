@@ -19,7 +19,10 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <algorithm>
 #include <cstdint>
+#include <cstdlib>
+#include <string>
 
 namespace fastpose {
 namespace {
@@ -29,18 +32,23 @@ const char* kOp = "xnor_conv2d";
 // ---------------------------------------------------------------------------------------------------
 // Packing
 
-template <class T>
-__device__ __forceinline__ bool nonneg(T v) {
-  return static_cast<float>(v) >= 0.f;  // NaN: false; -0.0: true
+// v >= 0 from the bits alone (NaN: false; -0.0: true): a float compare would see a subnormal as
+// zero wherever flush-to-zero is on, and pack a negative subnormal as +1. True when the sign bit is
+// clear and the magnitude is not a NaN's, or when the magnitude is zero.
+template <class U>
+__device__ __forceinline__ bool nonneg_bits(U u, U sign, U inf) {
+  const U mag = u & static_cast<U>(~sign);
+  return mag <= inf && ((u & sign) == 0 || mag == 0);
 }
-template <>
-__device__ __forceinline__ bool nonneg<double>(double v) {
-  return v >= 0.0;
+__device__ __forceinline__ bool nonneg(float v) {
+  return nonneg_bits<uint32_t>(__float_as_uint(v), 0x80000000u, 0x7f800000u);
 }
-template <>
-__device__ __forceinline__ bool nonneg<at::Half>(at::Half v) {
-  return __half2float(static_cast<__half>(v)) >= 0.f;
+__device__ __forceinline__ bool nonneg(double v) {
+  return nonneg_bits<uint64_t>(static_cast<uint64_t>(__double_as_longlong(v)), 0x8000000000000000ull,
+                               0x7ff0000000000000ull);
 }
+__device__ __forceinline__ bool nonneg(at::Half v) { return nonneg_bits<uint32_t>(v.x, 0x8000u, 0x7c00u); }
+__device__ __forceinline__ bool nonneg(at::BFloat16 v) { return nonneg_bits<uint32_t>(v.x, 0x8000u, 0x7f80u); }
 
 struct PackArgs {
   int64_t N, C, H, W, CW;
@@ -66,6 +74,50 @@ __global__ void pack_kernel(const T* __restrict__ x, PackArgs a, uint64_t* __res
     count += __popcll(word);
   }
   if (pc) pc[pix] = count;
+}
+
+// channels_last x (channel stride 1): one warp per pixel, lane l reading channels 64 k + l and
+// 64 k + 32 + l of word k, so a warp's loads are contiguous; the two ballots are the word. The
+// thread-per-pixel kernel above would have each thread walk its own C elements (uncoalesced).
+template <class T>
+__global__ void pack_nhwc_kernel(const T* __restrict__ x, PackArgs a, uint64_t* __restrict__ out,
+                                 int* __restrict__ pc) {
+  const int lane = threadIdx.x & 31;
+  const int64_t pixels = a.N * a.H * a.W;
+  const int64_t nwarps = (static_cast<int64_t>(gridDim.x) * blockDim.x) >> 5;
+  // The pixel loop is warp-uniform, so every lane reaches each ballot.
+  for (int64_t pix = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) >> 5; pix < pixels;
+       pix += nwarps) {
+    const int64_t w = pix % a.W, h = (pix / a.W) % a.H, n = pix / (a.W * a.H);
+    const T* src = x + n * a.sn + h * a.sh + w * a.sw;
+    int count = 0;
+    for (int64_t k = 0; k < a.CW; ++k) {
+      const int64_t c0 = 64 * k + lane, c1 = c0 + 32;
+      const bool b0 = c0 < a.C && nonneg(src[c0 * a.sc]);
+      const bool b1 = c1 < a.C && nonneg(src[c1 * a.sc]);
+      const uint32_t lo = __ballot_sync(0xffffffffu, b0), hi = __ballot_sync(0xffffffffu, b1);
+      const uint64_t word = (static_cast<uint64_t>(hi) << 32) | lo;
+      if (lane == 0) out[pix * a.CW + k] = word;
+      count += __popcll(word);
+    }
+    if (pc != nullptr && lane == 0) pc[pix] = count;
+  }
+}
+
+// Weight popcounts per (output channel, tap) and per output channel in one pass (the GEMM epilogue
+// needs both; a separate sum would be one more launch).
+__global__ void weight_popc_kernel(const uint64_t* __restrict__ w, int64_t cout, int64_t taps, int64_t CW,
+                                   int* __restrict__ per_tap, int* __restrict__ total) {
+  const int64_t o = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (o >= cout) return;
+  int sum = 0;
+  for (int64_t t = 0; t < taps; ++t) {
+    int s = 0;
+    for (int64_t k = 0; k < CW; ++k) s += __popcll(w[(o * taps + t) * CW + k]);
+    per_tap[o * taps + t] = s;
+    sum += s;
+  }
+  total[o] = sum;
 }
 
 // Popcount of each row of `rows` rows of CW words (input pixels of an already packed x, weight taps).
@@ -95,6 +147,12 @@ struct ConvArgs {
   const void* bn_shift;
   void* out;
   int N, Cin, H, W, Cout, KH, KW, sh, sw, ph, pw, dh, dw, Ho, Wo, CW, KC;
+  // K order. flat (default): the KT * CW words of (tap, word) run one after the other and each k-step
+  // takes the next 4, so Cin = 64 (one word per tap) fills the 256-bit chunk with 4 taps instead of
+  // padding one tap's word with three zero words. Else one tap per k-step group (KC chunks of 4
+  // words of that tap). The dot product is the same sum over (tap, word) either way.
+  bool kflat;
+  int n_base;  // first output channel of this launch (gridDim.y is at most 65535 blocks of BN)
   int pad_value;
   bool nhwc;
 };
@@ -149,7 +207,7 @@ __global__ void __launch_bounds__(THREADS) xnor_gemm_kernel(ConvArgs p) {
   const int gid = lane >> 2, tig = lane & 3;
   const int64_t M = static_cast<int64_t>(p.N) * p.Ho * p.Wo;
   const int64_t m0 = static_cast<int64_t>(blockIdx.x) * BM;
-  const int n0 = blockIdx.y * BN;
+  const int n0 = p.n_base + static_cast<int>(blockIdx.y) * BN;
 
   if (tid < BM) {
     const int64_t m = m0 + tid;
@@ -176,12 +234,20 @@ __global__ void __launch_bounds__(THREADS) xnor_gemm_kernel(ConvArgs p) {
   // Each thread loads 2 of the 64 x 4 words of A and 2 of B per k-step: rows r = tid / 4 and + 32.
   const int lw = tid & 3, lr = tid >> 2;
   const int KT = p.KH * p.KW;
-  const int steps = KT * p.KC;
+  const int KWORDS = KT * p.CW;
+  const int steps = p.kflat ? (KWORDS + 3) / 4 : KT * p.KC;
   uint64_t ra[2], rb[2];
   auto load = [&](int step) {
-    const int t = step / p.KC, kc = step % p.KC;
+    int t, word;
+    if (p.kflat) {
+      const int q = step * 4 + lw;  // this thread's word of the flattened (tap, word) sequence
+      t = q < KWORDS ? q / p.CW : 0;
+      word = q < KWORDS ? q - t * p.CW : p.CW;  // p.CW: past the end, loads nothing
+    } else {
+      t = step / p.KC;
+      word = (step % p.KC) * 4 + lw;
+    }
     const int i = t / p.KW, j = t % p.KW;
-    const int word = kc * 4 + lw;
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       const int r = lr + 32 * h;
@@ -276,7 +342,8 @@ __global__ void __launch_bounds__(THREADS) xnor_gemm_kernel(ConvArgs p) {
               const int ih = ih0 + i * p.dh;
               for (int j = 0; j < p.KW; ++j) {
                 const int iw = iw0 + j * p.dw;
-                if (!(ih >= 0 && ih < p.H && iw >= 0 && iw < p.W)) pb -= __ldg(p.wpop + o * KT + i * p.KW + j);
+                if (!(ih >= 0 && ih < p.H && iw >= 0 && iw < p.W))
+                  pb -= __ldg(p.wpop + static_cast<int64_t>(o) * KT + i * p.KW + j);
               }
             }
           }
@@ -305,6 +372,17 @@ void check_float(const at::Tensor& t, const char* what) {
 
 int64_t words_of(int64_t c) { return (c + 63) / 64; }
 
+// Every tensor the kernels read must be on x's CUDA device: a CPU or other-GPU pointer faults or
+// reads garbage. (The dispatcher picks the CUDA kernel when any argument is a CUDA tensor.)
+void check_device(const at::Tensor& t, const at::Tensor& x, const char* what) {
+  if (!t.defined()) return;
+  TORCH_CHECK_VALUE(t.device() == x.device(), kOp, ": ", what, " must be on x's device ", x.device(), ", got ",
+                    t.device());
+}
+void check_x_cuda(const at::Tensor& x) {
+  TORCH_CHECK_VALUE(x.is_cuda(), kOp, ": x must be a CUDA tensor when the other arguments are, got ", x.device());
+}
+
 // Packs x; fills pc (N, H, W) when given.
 at::Tensor pack_impl(const at::Tensor& x, at::Tensor* pc, const char* what) {
   TORCH_CHECK_VALUE(x.dim() == 4, kOp, ": ", what, " must be (N, C, H, W), got shape ", x.sizes());
@@ -317,12 +395,18 @@ at::Tensor pack_impl(const at::Tensor& x, at::Tensor* pc, const char* what) {
   if (pixels == 0 || CW == 0) return out;
   PackArgs a{N, C, H, W, CW, x.stride(0), x.stride(1), x.stride(2), x.stride(3)};
   const int threads = 256;
-  const int64_t blocks = (pixels + threads - 1) / threads;
   auto stream = at::cuda::getCurrentCUDAStream();
   uint64_t* o = reinterpret_cast<uint64_t*>(out.data_ptr<int64_t>());
   int* pcp = pc ? pc->data_ptr<int>() : nullptr;
+  const bool nhwc = x.stride(1) == 1 && C > 1;
+  // nhwc: a warp per pixel, grid-stride beyond 2^20 blocks; else a thread per pixel.
+  const int64_t blocks = nhwc ? std::min<int64_t>((pixels + threads / 32 - 1) / (threads / 32), int64_t(1) << 20)
+                              : (pixels + threads - 1) / threads;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "xnor_pack", [&] {
-    pack_kernel<scalar_t><<<blocks, threads, 0, stream>>>(x.data_ptr<scalar_t>(), a, o, pcp);
+    if (nhwc)
+      pack_nhwc_kernel<scalar_t><<<blocks, threads, 0, stream>>>(x.data_ptr<scalar_t>(), a, o, pcp);
+    else
+      pack_kernel<scalar_t><<<blocks, threads, 0, stream>>>(x.data_ptr<scalar_t>(), a, o, pcp);
   });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   return out;
@@ -336,6 +420,13 @@ at::Tensor row_popc(const at::Tensor& words, int64_t rows, int64_t CW) {
       reinterpret_cast<const uint64_t*>(words.data_ptr<int64_t>()), rows, CW, out.data_ptr<int>());
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   return out;
+}
+
+// FASTPOSE_XNOR_CUDA_KORDER=tap selects the one-tap-per-k-step order (the first version; kept to
+// compare on a GPU); default flat. Read per call: the tests switch it.
+bool kflat_order() {
+  const char* v = std::getenv("FASTPOSE_XNOR_CUDA_KORDER");
+  return !(v != nullptr && std::string(v) == "tap");
 }
 
 struct Geometry {
@@ -371,8 +462,14 @@ at::Tensor conv_packed_impl(const at::Tensor& xp_in, const at::Tensor& pc, const
                             const at::Tensor& bnt_in, const Geometry& g, int64_t pad_value, at::ScalarType out_dtype,
                             bool nhwc) {
   TORCH_CHECK_VALUE(pad_value == 0 || pad_value == -1, kOp, ": pad_value must be 0 or -1, got ", pad_value);
-  TORCH_CHECK_VALUE(g.N * g.H * g.W < (int64_t(1) << 31) && g.Cout < (int64_t(1) << 30), kOp,
-                    ": tensor too large for 32-bit indices");
+  TORCH_CHECK_VALUE(g.N * g.H * g.W < (int64_t(1) << 31) && g.N * g.Ho * g.Wo < (int64_t(1) << 31) &&
+                        g.Cout < (int64_t(1) << 30),
+                    kOp, ": tensor too large for 32-bit indices");
+  check_device(wp_in, xp_in, "weight_packed");
+  check_device(alpha_in, xp_in, "alpha");
+  check_device(bias_in, xp_in, "bias");
+  check_device(bns_in, xp_in, "bn_scale");
+  check_device(bnt_in, xp_in, "bn_shift");
   const c10::cuda::CUDAGuard guard(xp_in.device());
   const at::ScalarType acc = out_dtype == at::kDouble ? at::kDouble : at::kFloat;
   const auto opts = xp_in.options().dtype(out_dtype);
@@ -384,8 +481,13 @@ at::Tensor conv_packed_impl(const at::Tensor& xp_in, const at::Tensor& pc, const
   TORCH_CHECK_VALUE(bns.defined() || !bnt.defined(), kOp, ": bn_shift needs bn_scale");
   const at::Tensor xp = xp_in.contiguous(), wp = wp_in.contiguous();
   const int64_t CW = words_of(g.Cin), KT = g.KH * g.KW;
-  const at::Tensor wpop = row_popc(wp, g.Cout * KT, CW);
-  const at::Tensor wpop_total = wpop.view({g.Cout, KT}).sum(1, false, at::kInt).contiguous();
+  const at::Tensor wpop = at::empty({g.Cout * KT}, wp.options().dtype(at::kInt));
+  const at::Tensor wpop_total = at::empty({g.Cout}, wp.options().dtype(at::kInt));
+  auto stream = at::cuda::getCurrentCUDAStream();
+  weight_popc_kernel<<<(g.Cout + 127) / 128, 128, 0, stream>>>(reinterpret_cast<const uint64_t*>(wp.data_ptr<int64_t>()),
+                                                               g.Cout, KT, CW, wpop.data_ptr<int>(),
+                                                               wpop_total.data_ptr<int>());
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
   ConvArgs a;
   a.x = reinterpret_cast<const uint64_t*>(xp.data_ptr<int64_t>());
   a.w = reinterpret_cast<const uint64_t*>(wp.data_ptr<int64_t>());
@@ -401,28 +503,35 @@ at::Tensor conv_packed_impl(const at::Tensor& xp_in, const at::Tensor& pc, const
   a.sh = g.sh, a.sw = g.sw, a.ph = g.ph, a.pw = g.pw, a.dh = g.dh, a.dw = g.dw, a.Ho = g.Ho, a.Wo = g.Wo;
   a.CW = static_cast<int>(CW);
   a.KC = static_cast<int>((CW + 3) / 4);
+  a.kflat = kflat_order();
   a.pad_value = static_cast<int>(pad_value);
   a.nhwc = nhwc;
   const int64_t M = g.N * g.Ho * g.Wo;
-  const dim3 grid(static_cast<unsigned>((M + BM - 1) / BM), static_cast<unsigned>((g.Cout + BN - 1) / BN));
-  auto stream = at::cuda::getCurrentCUDAStream();
-  switch (out_dtype) {
-    case at::kFloat:
-      xnor_gemm_kernel<float, float><<<grid, THREADS, 0, stream>>>(a);
-      break;
-    case at::kHalf:
-      xnor_gemm_kernel<at::Half, float><<<grid, THREADS, 0, stream>>>(a);
-      break;
-    case at::kBFloat16:
-      xnor_gemm_kernel<at::BFloat16, float><<<grid, THREADS, 0, stream>>>(a);
-      break;
-    case at::kDouble:
-      xnor_gemm_kernel<double, double><<<grid, THREADS, 0, stream>>>(a);
-      break;
-    default:
-      TORCH_CHECK_TYPE(false, kOp, ": unsupported output dtype ", out_dtype);
+  TORCH_CHECK_TYPE(out_dtype == at::kFloat || out_dtype == at::kHalf || out_dtype == at::kBFloat16 ||
+                       out_dtype == at::kDouble,
+                   kOp, ": unsupported output dtype ", out_dtype);
+  // gridDim.y is limited to 65535: more output channels than 65535 * BN take several launches.
+  constexpr int64_t kMaxGridY = 65535;
+  for (int64_t base = 0; base < g.Cout; base += kMaxGridY * BN) {
+    a.n_base = static_cast<int>(base);
+    const int64_t ny = std::min<int64_t>((g.Cout - base + BN - 1) / BN, kMaxGridY);
+    const dim3 grid(static_cast<unsigned>((M + BM - 1) / BM), static_cast<unsigned>(ny));
+    switch (out_dtype) {
+      case at::kFloat:
+        xnor_gemm_kernel<float, float><<<grid, THREADS, 0, stream>>>(a);
+        break;
+      case at::kHalf:
+        xnor_gemm_kernel<at::Half, float><<<grid, THREADS, 0, stream>>>(a);
+        break;
+      case at::kBFloat16:
+        xnor_gemm_kernel<at::BFloat16, float><<<grid, THREADS, 0, stream>>>(a);
+        break;
+      default:
+        xnor_gemm_kernel<double, double><<<grid, THREADS, 0, stream>>>(a);
+        break;
+    }
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
   return out;
 }
 
@@ -437,6 +546,9 @@ at::Tensor xnor_conv2d_cuda(const at::Tensor& x, const at::Tensor& weight, const
                     weight.size(1), " (groups != 1 is not supported)");
   check_float(x, "x");
   check_float(weight, "weight");
+  check_x_cuda(x);
+  check_device(weight, x, "weight");
+  if (bias.has_value()) check_device(*bias, x, "bias");
   const Geometry g = geometry(x.size(0), x.size(1), x.size(2), x.size(3), weight.size(0), weight.size(2),
                               weight.size(3), stride, padding, dilation);
   const at::ScalarType acc = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
@@ -462,6 +574,7 @@ at::Tensor xnor_conv2d_packed_cuda(const at::Tensor& x, const at::Tensor& weight
   TORCH_CHECK_VALUE(weight_packed.dim() == 4 && weight_packed.size(3) == CW, kOp,
                     ": weight_packed must be (Cout, KH, KW, ", CW, ") for in_channels=", in_channels, ", got shape ",
                     weight_packed.sizes());
+  check_x_cuda(x);
   const c10::cuda::CUDAGuard guard(x.device());
   at::Tensor xp, pc;
   at::ScalarType out_dtype;

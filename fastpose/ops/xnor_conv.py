@@ -21,7 +21,7 @@ G is the gradient of the effective weight alpha * sign(w) and n = Cin * KH * KW.
 import torch
 import torch.nn.functional as F
 
-from .._checks import FLOAT_DTYPES, check_tensor
+from .._checks import FLOAT_DTYPES, check_same_device, check_tensor
 
 __all__ = ["binarize", "binarize_pack", "binary_unpack", "xnor_alpha", "xnor_conv2d", "xnor_conv2d_packed",
            "xnor_conv2d_reference", "packed_words"]
@@ -239,6 +239,8 @@ def xnor_conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, scale=Tru
     _check_conv_args(x, weight, bias, pad_value)
     if bias is not None and bias.shape[0] != weight.shape[0]:
         raise ValueError(f"bias must be ({weight.shape[0]},), got shape {tuple(bias.shape)}")
+    # A CUDA kernel handed a tensor of another device would read a foreign pointer.
+    check_same_device(x=x, weight=weight, bias=bias)
     stride, padding, dilation = _pair(stride, "stride"), _pair(padding, "padding"), _pair(dilation, "dilation")
     pad_value = int(pad_value)
     if torch.onnx.is_in_onnx_export() or torch.jit.is_tracing():
@@ -266,6 +268,7 @@ def xnor_conv2d_packed(x, weight_packed, alpha, bias, in_channels, stride=1, pad
                          f"got shape {tuple(weight_packed.shape)}")
     _check_x(x, in_channels)
     _check_conv_args(x, None, bias, pad_value)
+    check_same_device(x=x, weight_packed=weight_packed, alpha=alpha, bias=bias, bn_scale=bn_scale, bn_shift=bn_shift)
     stride, padding, dilation = _pair(stride, "stride"), _pair(padding, "padding"), _pair(dilation, "dilation")
     if torch.onnx.is_in_onnx_export() or torch.jit.is_tracing():
         # Standard ops only: unpack the filters, then the float reference.
