@@ -14,6 +14,7 @@ without materialising heatmaps, call :func:`fastpose.ops.softmax_dsnt` on logits
 """
 import torch
 
+from ._checks import check_floating, check_positive_finite
 from .ops.softmax_dsnt import softmax_dsnt, softmax_dsnt_with_reg
 
 __all__ = [
@@ -52,11 +53,8 @@ def normalized_linspace(length, dtype=None, device=None):
 
 def flat_softmax(inp):
     """Softmax over all spatial dimensions jointly, per (batch, channel): (B, L, *spatial)."""
-    if not isinstance(inp, torch.Tensor):
-        raise TypeError(f"inp must be a torch.Tensor, got {type(inp).__name__}")
-    if inp.dim() < 3:
-        raise ValueError(f"inp must be (B, L, *spatial), got shape {tuple(inp.shape)}")
-    flat = inp.reshape(inp.shape[0], inp.shape[1], -1)
+    _check_heatmaps("inp", inp)
+    flat = inp.reshape(inp.shape[0], inp.shape[1], inp.shape[2:].numel())
     out = torch.softmax(flat, -1).view_as(inp)
     if inp.dim() == 4 and not _compiling():
         out._fastpose_logits = (inp, out._version, inp._version)
@@ -64,13 +62,10 @@ def flat_softmax(inp):
 
 
 def _check_heatmaps(name, heatmaps):
-    if not isinstance(heatmaps, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(heatmaps).__name__}")
-    if heatmaps.dim() < 3:
-        raise ValueError(f"{name} must be (B, L, *spatial) with at least one spatial dimension, got shape "
-                         f"{tuple(heatmaps.shape)}")
-    if not heatmaps.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor, got dtype {heatmaps.dtype}")
+    check_floating(name, heatmaps)
+    if heatmaps.dim() < 3 or min(heatmaps.shape[2:]) < 1:
+        raise ValueError(f"{name} must be (B, L, *spatial) with one or more spatial dimensions, each >= 1, got "
+                         f"shape {tuple(heatmaps.shape)}")
 
 
 def linear_expectation(probs, values):
@@ -124,6 +119,8 @@ def dsnt(heatmaps, normalized_coordinates=True):
 
 
 def _check_same_size(actual, target):
+    check_floating("actual", actual)
+    check_floating("target", target)
     if actual.shape != target.shape:
         raise ValueError(f"actual and target must have the same shape, got {tuple(actual.shape)} and "
                          f"{tuple(target.shape)}")
@@ -153,18 +150,15 @@ def make_gauss(means, size, sigma, normalize=True):
     ``size`` is (H, W) (or (D, H, W), or (W,)), while ``means`` end in (x, y[, z]); the result
     (..., *size) sums to 1 per map (+1e-24) when ``normalize``. Differentiable with respect to means.
     """
-    if not isinstance(means, torch.Tensor):
-        raise TypeError(f"means must be a torch.Tensor, got {type(means).__name__}")
-    if not means.is_floating_point():
-        raise TypeError(f"means must be a floating-point tensor, got dtype {means.dtype}")
+    check_floating("means", means)
     size = tuple(int(n) for n in size)
     nd = len(size)
     if nd == 0 or any(n < 1 for n in size):
         raise ValueError(f"size must hold one or more positive spatial sizes, got {size}")
     if means.dim() == 0 or means.shape[-1] != nd:
         raise ValueError(f"means must end in {nd} coordinates for size {size}, got {tuple(means.shape)}")
-    if not isinstance(sigma, torch.Tensor) and not float(sigma) > 0:
-        raise ValueError(f"sigma must be > 0, got {sigma}")
+    if not isinstance(sigma, torch.Tensor):
+        check_positive_finite("sigma", sigma)
     gauss = None
     for axis in range(nd):  # axis 0 is x, the last spatial dimension
         n = size[nd - 1 - axis]
@@ -183,8 +177,9 @@ def make_gauss(means, size, sigma, normalize=True):
 
 def _divergence(heatmaps, mu_t, sigma_t, kind):
     _check_heatmaps("heatmaps", heatmaps)
-    if not isinstance(mu_t, torch.Tensor):
-        raise TypeError(f"mu_t must be a torch.Tensor, got {type(mu_t).__name__}")
+    check_floating("mu_t", mu_t)
+    if not isinstance(sigma_t, torch.Tensor):
+        check_positive_finite("sigma_t", sigma_t)
     if mu_t.dim() != 3 or heatmaps.dim() != mu_t.shape[-1] + 2 or heatmaps.shape[:2] != mu_t.shape[:2]:
         raise ValueError(f"heatmaps (B, L, *spatial) and mu_t (B, L, D) do not match: {tuple(heatmaps.shape)} "
                          f"and {tuple(mu_t.shape)}")
@@ -233,27 +228,40 @@ def variance_reg_losses(heatmaps, sigma_t):
 
 def average_loss(losses, mask=None):
     """sum(losses * mask) / max(sum(mask), 1); without a mask, the mean over all elements."""
+    check_floating("losses", losses)
     if mask is not None:
+        if not isinstance(mask, torch.Tensor):
+            raise TypeError(f"mask must be a torch.Tensor or None, got {type(mask).__name__}")
         if mask.shape != losses.shape:
             raise ValueError(f"mask must have the shape of losses {tuple(losses.shape)}, got {tuple(mask.shape)}")
         return (losses * mask).sum() / mask.sum().clamp(min=1)
     return losses.sum() / max(losses.numel(), 1)
 
 
+def _coord_sizes(coords, size):
+    if not isinstance(coords, torch.Tensor):
+        raise TypeError(f"coords must be a torch.Tensor, got {type(coords).__name__}")
+    size = list(size)
+    if coords.dim() == 0 or coords.shape[-1] != len(size):
+        raise ValueError(f"size {tuple(size)} must give one length per coordinate of coords {tuple(coords.shape)}")
+    return torch.tensor(size[::-1], dtype=coords.dtype, device=coords.device)
+
+
 def normalized_to_pixel_coordinates(coords, size):
     """((c + 1) * n - 1) / 2 per axis; ``size`` is (H, W), coords are (x, y)."""
-    sizes = torch.tensor(list(size)[::-1], dtype=coords.dtype, device=coords.device)
+    sizes = _coord_sizes(coords, size)
     return ((coords + 1) * sizes - 1) / 2
 
 
 def pixel_to_normalized_coordinates(coords, size):
     """(2p + 1) / n - 1 per axis; ``size`` is (H, W), coords are (x, y)."""
-    sizes = torch.tensor(list(size)[::-1], dtype=coords.dtype, device=coords.device)
+    sizes = _coord_sizes(coords, size)
     return (2 * coords + 1) / sizes - 1
 
 
 def sharpen_heatmaps(heatmaps, alpha):
-    """p ** alpha renormalised over the spatial dimensions of each map."""
+    """p ** alpha renormalised over the spatial dimensions of each map (fastpose's; not in dsntnn)."""
+    _check_heatmaps("heatmaps", heatmaps)
     sharp = heatmaps ** alpha
     dims = tuple(range(2, heatmaps.dim()))
     return sharp / sharp.sum(dims, keepdim=True)
