@@ -47,5 +47,5 @@ def check_positive_finite(name, v):
     except (TypeError, ValueError):
         raise TypeError(f"{name} must be a number, got {v!r}") from None
     if not (math.isfinite(f) and f > 0):
-        raise ValueError(f"{name} must be a finite number > 0, got {v!r}")
+        raise ValueError(f"{name} must be > 0 and finite, got {v!r}")
     return f
