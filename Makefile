@@ -9,7 +9,7 @@ SHELL := /bin/bash
 # Concurrent builds in one tree (several shells, several developers) would clobber build/: serialise.
 LOCK    := flock /tmp/fastpose-build-$(shell id -u).lock
 
-.PHONY: all venv build test pytest ctest nvcc-check demo bench gpu-check gpu-check-dry clean
+.PHONY: all venv build test pytest ctest asan-test nvcc-check demo bench gpu-check gpu-check-dry clean
 
 all: build
 
@@ -45,6 +45,22 @@ ctest:
 	cmake -S . -B build/cmake-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DFASTPOSE_SANITIZE=ON -DFASTPOSE_NVCC_CHECK=OFF >/dev/null
 	cmake --build build/cmake-asan -j $(JOBS)
 	cd build/cmake-asan && ctest --output-on-failure
+
+# The Python-level tests against an extension built with AddressSanitizer + UBSan (FASTPOSE_SANITIZE=1),
+# in a copy of the tree (build/asan/tree: the normal build is untouched; rebuilds are incremental).
+# torch is not instrumented: libasan is preloaded and leaks are not checked. ASAN_TESTS picks the tests.
+ASAN_DIR   := build/asan/tree
+ASAN_TESTS ?= tests/test_bad_input.py tests/test_xnor_conv.py tests/test_binarize_pack.py tests/test_softmax_dsnt.py \
+              tests/test_upsample_add.py tests/test_hr_fuse.py tests/test_binary_layers.py
+ASAN_ENV    = LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" \
+  ASAN_OPTIONS=detect_leaks=0:halt_on_error=1:detect_odr_violation=0:alloc_dealloc_mismatch=0 \
+  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+asan-test: $(VENV)/.ready
+	mkdir -p $(ASAN_DIR)
+	git ls-files -co --exclude-standard -z | xargs -0 tar -cf - | tar -xf - -C $(ASAN_DIR)
+	cd $(ASAN_DIR) && FASTPOSE_SANITIZE=1 MAX_JOBS=$(JOBS) $(LOCK) $(abspath $(PY)) setup.py -q build_ext --inplace
+	cd $(ASAN_DIR) && $(ASAN_ENV) $(abspath $(PY)) -c "import fastpose._C as c; assert 'build/asan' in c.__file__, c.__file__"
+	cd $(ASAN_DIR) && $(ASAN_ENV) $(abspath $(PY)) -m pytest -q -p no:cacheprovider $(ASAN_TESTS)
 
 # Every csrc/cuda/*.cu compiled by nvcc for sm_80 and sm_90 (also part of pytest when nvcc exists).
 nvcc-check: $(VENV)/.ready

@@ -8,6 +8,8 @@ compile-checked by nvcc directly (tests/test_cuda_compile.py).
 ISA-specific kernels (AVX2, AVX-512) select their instruction set per function with
 __attribute__((target(...))) and are chosen at run time, so the whole library is compiled for the
 baseline x86-64 and loads on any machine.
+
+FASTPOSE_SANITIZE=1 builds with AddressSanitizer and UBSan (used by `make asan-test` on a copy of the tree).
 """
 import glob
 import os
@@ -47,11 +49,19 @@ def extension():
     sources = _sources("*.cpp", "core/*.cpp", "cpu/*.cpp")
     # at::parallel_for is inline OpenMP in torch's headers: without -fopenmp it silently runs serially.
     cxx = ["-O3", "-std=c++17", "-fvisibility=hidden", "-fopenmp", "-DFASTPOSE_WITH_CUDA=%d" % int(with_cuda)]
+    link = ["-fopenmp"]
+    if os.environ.get("FASTPOSE_SANITIZE", "0") == "1":
+        # `make asan-test`: AddressSanitizer + UBSan in the extension only (torch is not instrumented, so
+        # libasan is LD_PRELOADed and leaks are not checked). vptr is off: torch's RTTI is not visible
+        # to UBSan from an uninstrumented libtorch and would give false reports.
+        san = ["-fsanitize=address,undefined", "-fno-sanitize=vptr", "-fno-sanitize-recover=undefined"]
+        cxx += san + ["-O1", "-g", "-fno-omit-frame-pointer"]
+        link += san
     kwargs = dict(
         name="fastpose._C",
         include_dirs=[os.path.join(ROOT, "csrc")],
         extra_compile_args={"cxx": cxx},
-        extra_link_args=["-fopenmp"],
+        extra_link_args=link,
     )
     if with_cuda:
         sources += _sources("cuda/*.cpp", "cuda/*.cu")

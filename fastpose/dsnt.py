@@ -14,12 +14,8 @@ without materialising heatmaps, call :func:`fastpose.ops.softmax_dsnt` on logits
 """
 import torch
 
-from .ops.softmax_dsnt import (
-    divergence_reference,
-    gaussian_reference,
-    softmax_dsnt,
-    softmax_dsnt_with_reg,
-)
+from ._checks import check_floating, check_positive_finite
+from .ops.softmax_dsnt import softmax_dsnt, softmax_dsnt_with_reg
 
 __all__ = [
     "flat_softmax", "dsnt", "soft_argmax", "linear_expectation", "normalized_linspace",
@@ -45,44 +41,76 @@ def _fused_logits(heatmaps):
 
 
 def normalized_linspace(length, dtype=None, device=None):
-    """Pixel-centre coordinates of an axis of ``length`` cells on (-1, 1): (2i + 1)/length - 1."""
+    """Pixel-centre coordinates of an axis of ``length`` cells on (-1, 1): (2i + 1)/length - 1.
+
+    ``length`` may be an int or a 0-dim tensor (as in dsntnn).
+    """
+    if isinstance(length, torch.Tensor):
+        length = length.to(device=device, dtype=dtype)
     first = -(length - 1.0) / length
     return torch.arange(length, dtype=dtype, device=device) * (2.0 / length) + first
 
 
 def flat_softmax(inp):
     """Softmax over all spatial dimensions jointly, per (batch, channel): (B, L, *spatial)."""
-    if inp.dim() < 3:
-        raise ValueError(f"inp must be (B, L, *spatial), got shape {tuple(inp.shape)}")
-    flat = inp.reshape(inp.shape[0], inp.shape[1], -1)
+    _check_heatmaps("inp", inp)
+    flat = inp.reshape(inp.shape[0], inp.shape[1], inp.shape[2:].numel())
     out = torch.softmax(flat, -1).view_as(inp)
     if inp.dim() == 4 and not _compiling():
         out._fastpose_logits = (inp, out._version, inp._version)
     return out
 
 
+def _check_heatmaps(name, heatmaps):
+    check_floating(name, heatmaps)
+    if heatmaps.dim() < 3 or min(heatmaps.shape[2:]) < 1:
+        raise ValueError(f"{name} must be (B, L, *spatial) with one or more spatial dimensions, each >= 1, got "
+                         f"shape {tuple(heatmaps.shape)}")
+
+
 def linear_expectation(probs, values):
-    """Per-axis expectations of the marginals of ``probs`` (B, L, *spatial); values[i] for axis -(i+1)."""
+    """Expectation of ``values[i]`` under the marginal of ``probs`` (B, L, *spatial) along spatial axis i.
+
+    As in dsntnn, ``values[0]`` belongs to the first spatial axis (dim 2 of ``probs``: H of an (H, W)
+    map) and the result (B, L, len(values)) is in spatial-axis order, e.g. (y, x); ``values[i]`` is
+    (n_i,) or anything that broadcasts against the (B, L, n_i) marginal.
+    """
+    _check_heatmaps("probs", probs)
+    nd = probs.dim() - 2
+    if len(values) != nd:
+        raise ValueError(f"values must hold one tensor per spatial dimension of probs ({nd}), got {len(values)}")
     expectations = []
     for i, v in enumerate(values):
-        dim = probs.dim() - 1 - i
-        others = [d for d in range(2, probs.dim()) if d != dim]
-        marg = probs.sum(dim=others) if others else probs  # sum(dim=[]) would reduce everything
+        marg = probs
+        for d in range(probs.dim() - 1, 1, -1):  # dsntnn's order of the sums: the same rounding
+            if d != i + 2:
+                marg = marg.sum(d)
+        if not isinstance(v, torch.Tensor):
+            raise TypeError(f"values[{i}] must be a torch.Tensor, got {type(v).__name__}")
+        if v.dim() and v.shape[-1] not in (1, marg.shape[-1]):
+            raise ValueError(f"values[{i}] has {v.shape[-1]} entries but spatial dimension {i} of probs has "
+                             f"{marg.shape[-1]}")
         expectations.append((marg * v).sum(-1))
     return torch.stack(expectations, -1)
 
 
+def _reversed_last(t):
+    # the reverse of the last dimension from standard ops (ONNX and TorchScript see no aten::flip)
+    return torch.stack(t.unbind(-1)[::-1], -1)
+
+
 def soft_argmax(heatmaps, normalized_coordinates=True):
     """Expected (x, y[, z]) of heatmaps (B, L, *spatial) holding probabilities. (B, L, D)."""
+    _check_heatmaps("heatmaps", heatmaps)
     logits = _fused_logits(heatmaps) if normalized_coordinates else None
     if logits is not None:
         return softmax_dsnt(logits).to(heatmaps.dtype)
-    sizes = heatmaps.shape[2:][::-1]
+    sizes = heatmaps.shape[2:]
     if normalized_coordinates:
         values = [normalized_linspace(n, heatmaps.dtype, heatmaps.device) for n in sizes]
     else:
         values = [torch.arange(n, dtype=heatmaps.dtype, device=heatmaps.device) for n in sizes]
-    return linear_expectation(heatmaps, values)
+    return _reversed_last(linear_expectation(heatmaps, values))
 
 
 def dsnt(heatmaps, normalized_coordinates=True):
@@ -91,6 +119,8 @@ def dsnt(heatmaps, normalized_coordinates=True):
 
 
 def _check_same_size(actual, target):
+    check_floating("actual", actual)
+    check_floating("target", target)
     if actual.shape != target.shape:
         raise ValueError(f"actual and target must have the same shape, got {tuple(actual.shape)} and "
                          f"{tuple(target.shape)}")
@@ -117,43 +147,52 @@ def mse_losses(actual, target):
 def make_gauss(means, size, sigma, normalize=True):
     """Gaussians on the pixel-centre grid at normalised ``means`` (..., D) with ``sigma`` in pixels.
 
-    ``size`` is (H, W) (or (D, H, W)); the result sums to 1 per map (+1e-24) when ``normalize``.
+    ``size`` is (H, W) (or (D, H, W), or (W,)), while ``means`` end in (x, y[, z]); the result
+    (..., *size) sums to 1 per map (+1e-24) when ``normalize``. Differentiable with respect to means.
     """
-    size = tuple(size)
-    if means.shape[-1] != len(size):
-        raise ValueError(f"means must end in {len(size)} coordinates for size {size}, got {tuple(means.shape)}")
-    if len(size) == 2 and normalize:
-        return gaussian_reference(means, size, sigma, means.dtype)
-    grids = [normalized_linspace(n, means.dtype, means.device) for n in reversed(size)]
-    gauss = None
+    check_floating("means", means)
+    size = tuple(int(n) for n in size)
     nd = len(size)
-    for axis, (grid, n) in enumerate(zip(grids, reversed(size))):
-        k = -0.5 / (2.0 * sigma / n) ** 2
-        g = torch.exp(k * (grid - means[..., axis:axis + 1]) ** 2)
-        shape = list(means.shape[:-1]) + [1] * nd
-        shape[len(means.shape) - 1 + nd - 1 - axis] = n
-        g = g.reshape(shape)
+    if nd == 0 or any(n < 1 for n in size):
+        raise ValueError(f"size must hold one or more positive spatial sizes, got {size}")
+    if means.dim() == 0 or means.shape[-1] != nd:
+        raise ValueError(f"means must end in {nd} coordinates for size {size}, got {tuple(means.shape)}")
+    if not isinstance(sigma, torch.Tensor):
+        check_positive_finite("sigma", sigma)
+    gauss = None
+    for axis in range(nd):  # axis 0 is x, the last spatial dimension
+        n = size[nd - 1 - axis]
+        grid = normalized_linspace(n, means.dtype, means.device)
+        k = -0.5 * (1 / (2 * sigma / n)) ** 2  # sigma in normalised units is 2 sigma / n
+        g = ((grid - means[..., axis:axis + 1]) ** 2 * k).exp()
+        g = g.reshape(tuple(means.shape[:-1]) + (1,) * (nd - 1 - axis) + (n,) + (1,) * axis)
         gauss = g if gauss is None else gauss * g
     if not normalize:
         return gauss
-    dims = tuple(range(-nd, 0))
-    return gauss / (gauss.sum(dims, keepdim=True) + 1e-24)
+    total = gauss
+    for d in range(-1, -nd - 1, -1):
+        total = total.sum(d, keepdim=True)
+    return gauss / (total + 1e-24)
 
 
 def _divergence(heatmaps, mu_t, sigma_t, kind):
-    if heatmaps.dim() != mu_t.shape[-1] + 2 or heatmaps.shape[:2] != mu_t.shape[:2]:
+    _check_heatmaps("heatmaps", heatmaps)
+    check_floating("mu_t", mu_t)
+    if not isinstance(sigma_t, torch.Tensor):
+        check_positive_finite("sigma_t", sigma_t)
+    if mu_t.dim() != 3 or heatmaps.dim() != mu_t.shape[-1] + 2 or heatmaps.shape[:2] != mu_t.shape[:2]:
         raise ValueError(f"heatmaps (B, L, *spatial) and mu_t (B, L, D) do not match: {tuple(heatmaps.shape)} "
                          f"and {tuple(mu_t.shape)}")
     logits = _fused_logits(heatmaps)
-    if logits is not None and not mu_t.requires_grad:
+    if logits is not None and not mu_t.requires_grad and mu_t.dtype in (torch.float32, torch.float64):
         return softmax_dsnt_with_reg(logits, mu_t, sigma_t, kind)[1].to(heatmaps.dtype)
-    if heatmaps.dim() == 4:
-        return divergence_reference(heatmaps, mu_t, sigma_t, kind)
     q = make_gauss(mu_t, heatmaps.shape[2:], sigma_t)
-    dims = tuple(range(2, heatmaps.dim()))
 
-    def kl(p, r):
-        return (p * ((p + 1e-24).log() - (r + 1e-24).log())).sum(dims)
+    def kl(p, r):  # dsntnn's order of the sums
+        t = p * ((p + 1e-24).log() - (r + 1e-24).log())
+        for _ in range(heatmaps.dim() - 2):
+            t = t.sum(-1)
+        return t
 
     if kind == "kl":
         return kl(heatmaps, q)
@@ -172,39 +211,57 @@ def js_reg_losses(heatmaps, mu_t, sigma_t):
 
 
 def variance_reg_losses(heatmaps, sigma_t):
-    """sum over axes of (Var_pixels - sigma_t^2)^2, Var_pixels = Var_normalised * (n / 2)^2: (B, L)."""
-    sizes = heatmaps.shape[2:][::-1]
+    """sum over axes of (Var_pixels - sigma_t^2)^2, Var_pixels = Var_normalised * (n / 2)^2: (B, L).
+
+    The variance is E[(X - E[X])^2] (two passes, as dsntnn computes it; E[X^2] - E[X]^2 would cancel
+    catastrophically in float32 for a peaked map).
+    """
+    _check_heatmaps("heatmaps", heatmaps)
+    sizes = heatmaps.shape[2:]
     values = [normalized_linspace(n, heatmaps.dtype, heatmaps.device) for n in sizes]
     mean = linear_expectation(heatmaps, values)
-    sq = linear_expectation(heatmaps, [v ** 2 for v in values])
-    var = sq - mean ** 2
-    scale = torch.tensor([(n / 2.0) ** 2 for n in sizes], dtype=heatmaps.dtype, device=heatmaps.device)
-    return ((var * scale - sigma_t ** 2) ** 2).sum(-1)
+    centred = [(v - m.unsqueeze(-1)) ** 2 for v, m in zip(values, mean.unbind(-1))]
+    var = linear_expectation(heatmaps, centred)
+    scale = torch.tensor(list(sizes), dtype=var.dtype, device=var.device)
+    return ((var * (scale / 2) ** 2 - sigma_t ** 2) ** 2).sum(-1)
 
 
 def average_loss(losses, mask=None):
     """sum(losses * mask) / max(sum(mask), 1); without a mask, the mean over all elements."""
+    check_floating("losses", losses)
     if mask is not None:
+        if not isinstance(mask, torch.Tensor):
+            raise TypeError(f"mask must be a torch.Tensor or None, got {type(mask).__name__}")
         if mask.shape != losses.shape:
             raise ValueError(f"mask must have the shape of losses {tuple(losses.shape)}, got {tuple(mask.shape)}")
         return (losses * mask).sum() / mask.sum().clamp(min=1)
     return losses.sum() / max(losses.numel(), 1)
 
 
+def _coord_sizes(coords, size):
+    if not isinstance(coords, torch.Tensor):
+        raise TypeError(f"coords must be a torch.Tensor, got {type(coords).__name__}")
+    size = list(size)
+    if coords.dim() == 0 or coords.shape[-1] != len(size):
+        raise ValueError(f"size {tuple(size)} must give one length per coordinate of coords {tuple(coords.shape)}")
+    return torch.tensor(size[::-1], dtype=coords.dtype, device=coords.device)
+
+
 def normalized_to_pixel_coordinates(coords, size):
     """((c + 1) * n - 1) / 2 per axis; ``size`` is (H, W), coords are (x, y)."""
-    sizes = torch.tensor(list(size)[::-1], dtype=coords.dtype, device=coords.device)
+    sizes = _coord_sizes(coords, size)
     return ((coords + 1) * sizes - 1) / 2
 
 
 def pixel_to_normalized_coordinates(coords, size):
     """(2p + 1) / n - 1 per axis; ``size`` is (H, W), coords are (x, y)."""
-    sizes = torch.tensor(list(size)[::-1], dtype=coords.dtype, device=coords.device)
+    sizes = _coord_sizes(coords, size)
     return (2 * coords + 1) / sizes - 1
 
 
 def sharpen_heatmaps(heatmaps, alpha):
-    """p ** alpha renormalised over the spatial dimensions of each map."""
+    """p ** alpha renormalised over the spatial dimensions of each map (fastpose's; not in dsntnn)."""
+    _check_heatmaps("heatmaps", heatmaps)
     sharp = heatmaps ** alpha
     dims = tuple(range(2, heatmaps.dim()))
     return sharp / sharp.sum(dims, keepdim=True)

@@ -302,15 +302,29 @@ def _device(cfg):
 
 
 def _dist_init(device):
+    """(rank, world, device, owned): owned is True when this call created the process group, which
+    the caller must then destroy (a group left alive at interpreter exit lets gloo's threads abort the
+    process with "terminate called without an active exception")."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
-        return 0, 1, device
-    if not dist.is_initialized():
+        return 0, 1, device, False
+    owned = not dist.is_initialized()
+    if owned:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    if device.type == "cuda":
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        torch.cuda.set_device(device)
-    return dist.get_rank(), dist.get_world_size(), device
+    try:
+        if device.type == "cuda":
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(device)
+        return dist.get_rank(), dist.get_world_size(), device, owned
+    except BaseException:
+        if owned:
+            dist.destroy_process_group()
+        raise
+
+
+def _dist_teardown():
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def _optimizer(cfg, params):
@@ -354,10 +368,21 @@ def load_checkpoint(path, device="cpu"):
 
 def train(cfg, return_model=False):
     """Train ``cfg.model`` on ``cfg.data``; returns the list of per-epoch metric records (every rank gets
-    the full list), and the trained model too with ``return_model=True``."""
+    the full list), and the trained model too with ``return_model=True``.
+
+    Under ``torchrun`` the process group is created here unless one exists already; one created here
+    is destroyed before ``train`` returns or raises, one the caller created is left to the caller."""
     cfg = cfg.validate()
     device = _device(cfg)
-    rank, world, device = _dist_init(device)
+    rank, world, device, owned = _dist_init(device)
+    try:
+        return _train(cfg, return_model, rank, world, device)
+    finally:  # every exit path: normal end, exception, KeyboardInterrupt
+        if owned:
+            _dist_teardown()
+
+
+def _train(cfg, return_model, rank, world, device):
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     elif world > 1 and device.type == "cpu":

@@ -55,7 +55,7 @@ def test_fused_path_matches_unfused_including_gradients():
     x.grad = None
     q = torch.softmax(x.reshape(2, 3, -1), -1).view(2, 3, 8, 9)  # not tagged: the plain definitions
     assert D._fused_logits(q) is None
-    c = D.linear_expectation(q, [D.normalized_linspace(9), D.normalized_linspace(8)])
+    c = D.linear_expectation(q, [D.normalized_linspace(8), D.normalized_linspace(9)]).flip(-1)  # (y, x) -> (x, y)
     loss2 = D.average_loss(D.euclidean_losses(c, t) + divergence_reference(q, t, 1.0, "js"))
     loss2.backward()
     torch.testing.assert_close(loss, loss2)

@@ -128,17 +128,22 @@ def test_config_errors(tmp_path):
 _DDP_SCRIPT = r"""
 import sys, torch, torch.distributed as dist
 from fastpose import train
+out = sys.argv[1]
 cfg = train.TrainConfig(model="hourglass", model_kwargs=dict(stacks=1, features=16, depth=2), input_size=(32, 32),
-                        train_samples=32, val_samples=8, epochs=2, batch_size=8, quiet=True, plots=False,
-                        out=sys.argv[1])
+                        train_samples=32, val_samples=8, epochs=2, batch_size=8, quiet=True, plots=False, out=out)
+# 1. train() creates the process group and must destroy it before returning
 hist, model = train.train(cfg, return_model=True)
-# DDP keeps the replicas identical: compare the parameters across the two ranks
-vec = torch.cat([p.detach().flatten() for p in model.parameters()])
-vecs = [torch.zeros_like(vec) for _ in range(dist.get_world_size())]
-dist.all_gather(vecs, vec)
-# one file per rank: the two processes' stdout interleave
-with open(f"{sys.argv[1]}/rank{dist.get_rank()}.txt", "w") as f:
-    f.write(f"world {dist.get_world_size()} epochs {len(hist)} same {all(torch.equal(v, vecs[0]) for v in vecs)}")
+rank = int(__import__("os").environ["RANK"])
+torch.save(torch.cat([p.detach().flatten() for p in model.parameters()]), f"{out}/params{rank}.pt")
+owned_left = dist.is_initialized()
+# 2. a group the caller created is used and left alone; the caller destroys it
+dist.init_process_group("gloo")
+hist2 = train.train(train.TrainConfig(**{**cfg.__dict__, "out": out + "/own", "epochs": 1, "max_batches": 1}))
+callers_kept = dist.is_initialized() and dist.get_world_size() == 2
+dist.destroy_process_group()
+# one file per rank (the two processes' stdout interleave), written last: a rank that got here is done
+with open(f"{out}/rank{rank}.txt", "w") as f:
+    f.write(f"epochs {len(hist)} {len(hist2)} owned_left {owned_left} callers_kept {callers_kept}")
 """
 
 
@@ -147,15 +152,60 @@ def test_ddp_two_processes_gloo(tmp_path):
     script.write_text(_DDP_SCRIPT)
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # --standalone: the rendezvous store binds port 0, so concurrent runs never collide on a port.
+    # The limit is generous: on a loaded 2-core machine the two ranks share one core with the others.
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           str(script), str(out)], capture_output=True, text=True, timeout=300, env=env)
+                           "--monitor-interval", "0.5", str(script), str(out)],
+                          capture_output=True, text=True, timeout=1200, env=env)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    assert "terminate called" not in proc.stderr, proc.stderr[-4000:]
     for rank in (0, 1):
-        assert (out / f"rank{rank}.txt").read_text() == "world 2 epochs 2 same True", rank
+        assert (out / f"rank{rank}.txt").read_text() == "epochs 2 1 owned_left False callers_kept True", rank
+    # DDP keeps the replicas identical
+    p0, p1 = (torch.load(out / f"params{r}.pt") for r in (0, 1))
+    assert p0.numel() > 0 and torch.equal(p0, p1)
     hist = json.loads((out / "metrics.json").read_text())
     assert [r["epoch"] for r in hist] == [1, 2]
     # 32 samples, global batch 8 over 2 processes: 4 steps per epoch, 32 images counted per epoch
     assert all(r["images_per_s"] > 0 for r in hist)
+
+
+_REAL_INIT_PG = torch.distributed.init_process_group
+
+
+def _single_process_group(store_file):
+    _REAL_INIT_PG("gloo", init_method=f"file://{store_file}", rank=0, world_size=1)
+
+
+@pytest.mark.parametrize("exc", [KeyboardInterrupt, RuntimeError])
+def test_process_group_torn_down_on_every_exit_path(tmp_path, monkeypatch, exc):
+    import torch.distributed as dist
+
+    # train() sees WORLD_SIZE > 1 and creates the group itself (here a 1-process gloo group on a file store)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    stores = iter(tmp_path / f"store{i}" for i in range(10))  # a fresh file store for every group
+    monkeypatch.setattr(train.dist, "init_process_group", lambda backend: _single_process_group(next(stores)))
+
+    def boom(cfg, split):
+        raise exc("interrupted")
+
+    with monkeypatch.context() as m:
+        m.setattr(train, "build_dataset", boom)
+        with pytest.raises(exc):
+            train.train(_cfg(tmp_path))
+    assert not dist.is_initialized()
+    hist = train.train(_cfg(tmp_path, max_batches=1))  # normal end
+    assert len(hist) == 1 and not dist.is_initialized()
+    # a group the caller created survives train(), on success and on error
+    _single_process_group(tmp_path / "caller_store")
+    try:
+        with monkeypatch.context() as m:
+            m.setattr(train, "build_dataset", boom)
+            with pytest.raises(exc):
+                train.train(_cfg(tmp_path))
+        assert dist.is_initialized()
+    finally:
+        dist.destroy_process_group()
 
 
 def test_example_script_runs():

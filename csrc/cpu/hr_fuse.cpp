@@ -60,10 +60,17 @@ std::vector<at::Tensor> hr_fuse_backward_cpu(const at::Tensor& grad_in, const at
   Prepared p = prepare(xs, op);
   TORCH_CHECK_VALUE(grad_in.sizes() == xs[0].sizes(), op, ": grad must have xs[0]'s shape ", xs[0].sizes(),
                     ", got ", grad_in.sizes());
+  TORCH_CHECK_TYPE(at::isFloatingType(grad_in.scalar_type()), op, ": grad must be a float tensor, got ",
+                   grad_in.scalar_type());
   const at::Tensor grad = grad_in.to(xs[0].scalar_type()).contiguous(p.fmt);
   at::Tensor out;
   if (relu) {
     TORCH_CHECK_VALUE(out_in.sizes() == xs[0].sizes(), op, ": out must have xs[0]'s shape");
+    // the kernel reads out in xs[0]'s element type: another dtype would be misread (or overrun)
+    TORCH_CHECK_TYPE(out_in.scalar_type() == xs[0].scalar_type(), op, ": out has dtype ", out_in.scalar_type(),
+                     " but xs[0] has ", xs[0].scalar_type());
+    TORCH_CHECK_VALUE(out_in.device() == xs[0].device(), op, ": out is on ", out_in.device(), ", xs[0] on ",
+                      xs[0].device());
     out = out_in.contiguous(p.fmt);
   }
   std::vector<at::Tensor> grads;

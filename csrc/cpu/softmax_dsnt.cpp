@@ -4,6 +4,7 @@
 #include <torch/library.h>
 
 #include <atomic>
+#include <cmath>
 #include <stdexcept>
 
 #include "core/softmax_dsnt.h"
@@ -30,6 +31,17 @@ ElemType elem_type(const at::Tensor& t) {
       TORCH_CHECK_TYPE(false, "softmax_dsnt: logits must be float32, float16, bfloat16 or float64, got ",
                        t.scalar_type());
   }
+}
+
+// Auxiliary inputs are converted to the accumulator type: anything but a real float would convert
+// silently (complex drops its imaginary part, integers and bools become 0/1 "probabilities").
+void check_real_float(const at::Tensor& t, const char* op, const char* name) {
+  TORCH_CHECK_TYPE(at::isFloatingType(t.scalar_type()), op, ": ", name,
+                   " must be a float32, float16, bfloat16 or float64 tensor, got ", t.scalar_type());
+}
+
+void check_sigma(double sigma) {
+  TORCH_CHECK_VALUE(std::isfinite(sigma) && sigma > 0, "softmax_dsnt: sigma must be a finite number > 0, got ", sigma);
 }
 
 at::ScalarType acc_type(const at::Tensor& logits) {
@@ -92,6 +104,7 @@ std::tuple<at::Tensor, at::Tensor> softmax_dsnt_cpu(const at::Tensor& logits_in)
 }
 
 at::Tensor target_acc(const at::Tensor& target, const at::Tensor& logits) {
+  check_real_float(target, "softmax_dsnt", "target");
   TORCH_CHECK_VALUE(target.dim() == 3 && target.size(0) == logits.size(0) && target.size(1) == logits.size(1) &&
                         target.size(2) == 2,
                     "softmax_dsnt: target must be (B, J, 2) = (", logits.size(0), ", ", logits.size(1),
@@ -117,7 +130,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> softmax_dsnt_reg_cpu(const at::Te
                                                                     const at::Tensor& target_in, double sigma,
                                                                     int64_t reg) {
   check_logits(logits_in);
-  TORCH_CHECK_VALUE(sigma > 0, "softmax_dsnt: sigma must be > 0, got ", sigma);
+  check_sigma(sigma);
   const at::Tensor logits = rows_contiguous(logits_in);
   const at::Tensor target = target_acc(target_in, logits);
   const DsntProblem p = reg_problem(logits, target, sigma, reg);
@@ -130,6 +143,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> softmax_dsnt_reg_cpu(const at::Te
 at::Tensor run_backward(const DsntProblem& p, const at::Tensor& logits, const at::Tensor& stats,
                         const at::Tensor& grad_coords, const at::Tensor* grad_div) {
   const at::ScalarType acc = acc_type(logits);
+  check_real_float(grad_coords, "softmax_dsnt_backward", "grad_coords");
+  check_real_float(stats, "softmax_dsnt_backward", "stats");
   TORCH_CHECK_VALUE(grad_coords.dim() == 3 && grad_coords.size(0) == p.B && grad_coords.size(1) == p.J &&
                         grad_coords.size(2) == 2,
                     "softmax_dsnt_backward: grad_coords must be (B, J, 2), got ", grad_coords.sizes());
@@ -163,6 +178,8 @@ at::Tensor softmax_dsnt_reg_backward_cpu(const at::Tensor& grad_coords, const at
                                          const at::Tensor& logits_in, const at::Tensor& target_in,
                                          const at::Tensor& stats, double sigma, int64_t reg) {
   check_logits(logits_in);
+  check_sigma(sigma);
+  check_real_float(grad_div, "softmax_dsnt_backward", "grad_divergence");
   const at::Tensor logits = rows_contiguous(logits_in);
   const at::Tensor target = target_acc(target_in, logits);
   const DsntProblem p = reg_problem(logits, target, sigma, reg);

@@ -84,6 +84,8 @@ Geometry geometry(int64_t N, int64_t Cin, int64_t H, int64_t W, int64_t Cout, in
 // The binary convolution of packed operands. alpha / bias: undefined or (Cout) tensors (any float dtype).
 at::Tensor per_channel(const at::Tensor& t, const Geometry& g, at::ScalarType acc, const char* name) {
   if (!t.defined()) return t;
+  TORCH_CHECK_TYPE(at::isFloatingType(t.scalar_type()), kOp, ": ", name,
+                   " must be a float32, float16, bfloat16 or float64 tensor, got ", t.scalar_type());
   TORCH_CHECK_VALUE(t.dim() == 1 && t.size(0) == g.Cout, kOp, ": ", name, " must be (", g.Cout, "), got shape ",
                     t.sizes());
   return t.to(acc).contiguous();
@@ -206,6 +208,23 @@ at::Tensor xnor_conv2d_packed_cpu(const at::Tensor& x, const at::Tensor& weight_
 std::tuple<at::Tensor, at::Tensor, at::Tensor> xnor_conv2d_backward(
     const at::Tensor& grad, const at::Tensor& x, const at::Tensor& weight, at::IntArrayRef stride,
     at::IntArrayRef padding, at::IntArrayRef dilation, bool scale, int64_t pad_value, std::array<bool, 3> mask) {
+  const char* op = "xnor_conv2d_backward";
+  TORCH_CHECK_VALUE(grad.dim() == 4, op, ": grad must be (N, Cout, Ho, Wo), got shape ", grad.sizes());
+  TORCH_CHECK_VALUE(x.dim() == 4, op, ": x must be (N, Cin, H, W), got shape ", x.sizes());
+  TORCH_CHECK_VALUE(weight.dim() == 4, op, ": weight must be (Cout, Cin, KH, KW), got shape ", weight.sizes());
+  for (const auto& [t, name] : {std::pair<const at::Tensor&, const char*>{grad, "grad"}, {x, "x"}, {weight, "weight"}})
+    TORCH_CHECK_TYPE(at::isFloatingType(t.scalar_type()), op, ": ", name,
+                     " must be a float32, float16, bfloat16 or float64 tensor, got ", t.scalar_type());
+  TORCH_CHECK_VALUE(x.size(1) == weight.size(1), op, ": x has ", x.size(1), " channels but weight expects ",
+                    weight.size(1));
+  // padding is indexed below: a schema int[2] can still arrive with another length from a raw call
+  TORCH_CHECK_VALUE(stride.size() == 2, op, ": stride must have 2 values, got ", stride.size());
+  TORCH_CHECK_VALUE(padding.size() == 2, op, ": padding must have 2 values, got ", padding.size());
+  TORCH_CHECK_VALUE(dilation.size() == 2, op, ": dilation must have 2 values, got ", dilation.size());
+  TORCH_CHECK_VALUE(stride[0] >= 1 && stride[1] >= 1, op, ": stride must be >= 1, got ", stride);
+  TORCH_CHECK_VALUE(padding[0] >= 0 && padding[1] >= 0, op, ": padding must be >= 0, got ", padding);
+  TORCH_CHECK_VALUE(dilation[0] >= 1 && dilation[1] >= 1, op, ": dilation must be >= 1, got ", dilation);
+  TORCH_CHECK_VALUE(pad_value == 0 || pad_value == -1, op, ": pad_value must be 0 or -1, got ", pad_value);
   const auto dt = grad.scalar_type();
   const at::Tensor xb = at::where(x >= 0, at::ones({}, x.options()), -at::ones({}, x.options())).to(dt);
   at::Tensor xin = xb;

@@ -114,6 +114,7 @@ class XNORConv2d(nn.Conv2d):
             raise ValueError(f"pad_value must be 0 or -1, got {pad_value!r}")
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
                          padding_mode, device, dtype)
+        _conv_padding(self.padding, self.kernel_size, self.dilation)  # an asymmetric "same" fails here, not later
         self.scale = bool(scale)
         self.pad_value = int(pad_value)
         self.backend = _check_backend(backend)
@@ -159,6 +160,8 @@ class PackedXNORConv2d(nn.Module):
                  scale=True, pad_value=0, backend="fastpose", device=None):
         super().__init__()
         pair = nn.modules.utils._pair
+        if int(in_channels) < 1 or int(out_channels) < 1:
+            raise ValueError(f"in_channels and out_channels must be >= 1, got {in_channels} and {out_channels}")
         self.in_channels, self.out_channels = int(in_channels), int(out_channels)
         self.kernel_size, self.stride, self.dilation = pair(kernel_size), pair(stride), pair(dilation)
         self.padding = _conv_padding(padding if isinstance(padding, str) else pair(padding), self.kernel_size,
@@ -221,6 +224,8 @@ def pack(model, inplace=False):
     """
     if isinstance(model, XNORConv2d):
         return PackedXNORConv2d.from_float(model)
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if not inplace:
         model = copy.deepcopy(model)
     for name, child in list(model.named_children()):
@@ -234,6 +239,8 @@ def pack(model, inplace=False):
 @torch.no_grad()
 def clip_binary_weights(model, value=1.0):
     """Clamps the latent float weights of every XNORConv2d in ``model`` to [-value, value] in place."""
+    if not float(value) >= 0:
+        raise ValueError(f"value must be >= 0, got {value!r}")
     for m in model.modules():
         if isinstance(m, XNORConv2d):
             m.weight.clamp_(-value, value)

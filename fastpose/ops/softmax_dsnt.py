@@ -6,7 +6,7 @@ dsntnn: coordinates are (x, y) on the normalised pixel-centre grid x_i = (2i + 1
 """
 import torch
 
-from .._checks import check_tensor
+from .._checks import check_positive_finite, check_tensor
 
 _FLOATS = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 _REG_KINDS = {"kl": 1, "js": 2}
@@ -208,8 +208,7 @@ def softmax_dsnt_with_reg(logits, target, sigma_t=1.0, kind="js"):
         raise ValueError(f"target must have shape (B, J, 2) = ({B}, {J}, 2), got {tuple(target.shape)}")
     if kind not in _REG_KINDS:
         raise ValueError(f"kind must be 'js' or 'kl', got {kind!r}")
-    if not float(sigma_t) > 0:
-        raise ValueError(f"sigma_t must be > 0, got {sigma_t}")
+    sigma_t = check_positive_finite("sigma_t", sigma_t)
     if target.device != logits.device:
         raise ValueError(f"target must be on the logits' device {logits.device}, got {target.device}")
     if _exporting():

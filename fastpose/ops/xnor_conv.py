@@ -21,7 +21,7 @@ G is the gradient of the effective weight alpha * sign(w) and n = Cin * KH * KW.
 import torch
 import torch.nn.functional as F
 
-from .._checks import FLOAT_DTYPES, check_same_device, check_tensor
+from .._checks import FLOAT_DTYPES, check_int, check_same_device, check_tensor
 
 __all__ = ["binarize", "binarize_pack", "binary_unpack", "xnor_alpha", "xnor_conv2d", "xnor_conv2d_packed",
            "xnor_conv2d_reference", "packed_words"]
@@ -32,15 +32,27 @@ def packed_words(channels):
     return (int(channels) + 63) // 64
 
 
+_MINIMUM = {"stride": 1, "padding": 0, "dilation": 1}
+
+
 def _pair(v, name):
-    if isinstance(v, int):
-        return [v, v]
-    v = list(v)
-    if len(v) == 1:
-        return [int(v[0])] * 2
-    if len(v) != 2 or not all(isinstance(i, int) for i in v):
-        raise ValueError(f"{name} must be an int or a pair of ints, got {v}")
-    return [int(i) for i in v]
+    """[a, b] from an int or a 1- or 2-sequence of ints, each >= the argument's minimum."""
+    if isinstance(v, torch.Tensor) and v.dim() == 0:
+        v = v.item()
+    try:
+        vals = [v, v] if not hasattr(v, "__len__") else list(v)
+    except TypeError:
+        vals = None
+    if vals is not None and len(vals) == 1:
+        vals = vals * 2
+    if vals is None or isinstance(v, str) or len(vals) != 2 or \
+            not all(hasattr(i, "__index__") and not isinstance(i, bool) for i in vals):
+        raise ValueError(f"{name} must be an int or a pair of ints, got {v!r}")
+    vals = [int(i) for i in vals]
+    low = _MINIMUM.get(name, 0)
+    if min(vals) < low:
+        raise ValueError(f"{name} must be >= {low}, got {v!r}")
+    return vals
 
 
 def _channels_last(t):
@@ -52,7 +64,8 @@ def _out_size(size, k, s, p, d):
 
 
 def binarize(x):
-    """+1 where x >= 0 (including -0.0), else -1 (NaN gives -1), in x's dtype."""
+    """+1 where x >= 0 (including -0.0 and +inf), else -1 (-inf and NaN give -1), in x's dtype."""
+    check_tensor("x", x, dtypes=FLOAT_DTYPES)
     return torch.where(x >= 0, torch.ones((), dtype=x.dtype, device=x.device),
                        -torch.ones((), dtype=x.dtype, device=x.device))
 
@@ -63,6 +76,7 @@ def _acc_dtype(dtype):
 
 def xnor_alpha(weight, dtype=torch.float32):
     """Per-output-channel scale alpha = mean |w| (XNOR-Net), computed in ``dtype`` exactly as the kernels do."""
+    check_tensor("weight", weight, ndim=4, dtypes=FLOAT_DTYPES)
     return weight.detach().contiguous().to(dtype).abs().mean(dim=(1, 2, 3))
 
 
@@ -142,6 +156,8 @@ def binarize_pack_reference(x):
 
 def binary_unpack(packed, channels, dtype=torch.float32):
     """Inverse of ``binarize_pack``: int64 (N, H, W, words) -> +-1 (N, channels, H, W) in ``dtype``."""
+    check_tensor("packed", packed, ndim=4, dtypes=(torch.int64,))
+    channels = check_int("channels", channels, 1)
     N, H, W, CW = packed.shape
     if CW != packed_words(channels):
         raise ValueError(f"packed has {CW} words per pixel but {channels} channels need {packed_words(channels)}")
@@ -158,7 +174,12 @@ def xnor_conv2d_reference(x, weight, bias=None, stride=1, padding=0, dilation=1,
     Bit-identical to the kernels (the module docstring gives the formula). ``x`` may be float (N, Cin, H, W)
     or packed int64 (N, H, W, words); ``weight`` float (Cout, Cin, KH, KW). ``alpha`` overrides the scale.
     """
+    check_tensor("weight", weight, ndim=4, dtypes=FLOAT_DTYPES)
+    _check_x(x, weight.shape[1])
+    _check_conv_args(x, weight, bias, pad_value)
+    check_same_device(x=x, weight=weight, bias=bias)
     stride, padding, dilation = _pair(stride, "stride"), _pair(padding, "padding"), _pair(dilation, "dilation")
+    _check_output_size(x, weight.shape[2:], stride, padding, dilation)
     if x.dtype == torch.int64:
         out_dtype = torch.float32
         xb = binary_unpack(x, weight.shape[1])
@@ -201,10 +222,21 @@ def binarize_pack(x):
 
 
 def _check_conv_args(x, weight, bias, pad_value, packed_channels=None):
-    if not isinstance(pad_value, (int, float)) or pad_value not in (0, -1):
+    if isinstance(pad_value, bool) or not isinstance(pad_value, (int, float)) or pad_value not in (0, -1):
         raise ValueError(f"pad_value must be 0 or -1, got {pad_value!r}")
+    cout = weight.shape[0] if weight is not None else None
     if bias is not None:
         check_tensor("bias", bias, ndim=1, dtypes=FLOAT_DTYPES)
+        if cout is not None and bias.shape[0] != cout:
+            raise ValueError(f"bias must be ({cout},), got shape {tuple(bias.shape)}")
+
+
+def _check_output_size(x, kernel, stride, padding, dilation):
+    H, W = (x.shape[1:3] if x.dtype == torch.int64 else x.shape[2:])
+    for n, k, s, p, d, axis in zip((H, W), kernel, stride, padding, dilation, ("H", "W")):
+        if n + 2 * p - d * (k - 1) - 1 < 0:
+            raise ValueError(f"the (dilated) kernel size {d * (k - 1) + 1} is larger than the padded input "
+                             f"{axis} {n + 2 * p} (x of shape {tuple(x.shape)})")
 
 
 def _check_x(x, cin):
@@ -237,11 +269,10 @@ def xnor_conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, scale=Tru
     check_tensor("weight", weight, ndim=4, dtypes=FLOAT_DTYPES)
     _check_x(x, weight.shape[1])
     _check_conv_args(x, weight, bias, pad_value)
-    if bias is not None and bias.shape[0] != weight.shape[0]:
-        raise ValueError(f"bias must be ({weight.shape[0]},), got shape {tuple(bias.shape)}")
     # A CUDA kernel handed a tensor of another device would read a foreign pointer.
     check_same_device(x=x, weight=weight, bias=bias)
     stride, padding, dilation = _pair(stride, "stride"), _pair(padding, "padding"), _pair(dilation, "dilation")
+    _check_output_size(x, weight.shape[2:], stride, padding, dilation)
     pad_value = int(pad_value)
     if torch.onnx.is_in_onnx_export() or torch.jit.is_tracing():
         return xnor_conv2d_reference(x, weight, bias, stride, padding, dilation, scale, pad_value)
@@ -262,14 +293,25 @@ def xnor_conv2d_packed(x, weight_packed, alpha, bias, in_channels, stride=1, pad
     writes NHWC memory. Not differentiable.
     """
     check_tensor("weight_packed", weight_packed, ndim=4, dtypes=(torch.int64,))
+    in_channels = check_int("in_channels", in_channels, 1)
     cw = packed_words(in_channels)
     if weight_packed.shape[-1] != cw:
         raise ValueError(f"weight_packed must be (Cout, KH, KW, {cw}) int64 words for in_channels={in_channels}, "
                          f"got shape {tuple(weight_packed.shape)}")
     _check_x(x, in_channels)
-    _check_conv_args(x, None, bias, pad_value)
+    _check_conv_args(x, weight_packed, bias, pad_value)
+    for name, t in (("alpha", alpha), ("bn_scale", bn_scale), ("bn_shift", bn_shift)):
+        if t is not None:
+            check_tensor(name, t, ndim=1, dtypes=FLOAT_DTYPES)
+            if t.shape[0] != weight_packed.shape[0]:
+                raise ValueError(f"{name} must be ({weight_packed.shape[0]},), got shape {tuple(t.shape)}")
+    if bn_shift is not None and bn_scale is None:
+        raise ValueError("bn_shift needs bn_scale (pass ones for a shift alone)")
     check_same_device(x=x, weight_packed=weight_packed, alpha=alpha, bias=bias, bn_scale=bn_scale, bn_shift=bn_shift)
+    if out_dtype is not None and out_dtype not in FLOAT_DTYPES:
+        raise TypeError(f"out_dtype must be one of float32, float16, bfloat16, float64 or None, got {out_dtype}")
     stride, padding, dilation = _pair(stride, "stride"), _pair(padding, "padding"), _pair(dilation, "dilation")
+    _check_output_size(x, weight_packed.shape[1:3], stride, padding, dilation)
     if torch.onnx.is_in_onnx_export() or torch.jit.is_tracing():
         # Standard ops only: unpack the filters, then the float reference.
         w = binary_unpack(weight_packed, in_channels)  # (Cout, KH, KW, words) unpacks to (Cout, Cin, KH, KW)
