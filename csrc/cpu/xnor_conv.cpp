@@ -105,12 +105,10 @@ at::Tensor conv_packed_impl(const at::Tensor& xp, const at::Tensor& wp, const at
   TORCH_CHECK_VALUE(bns.defined() || !bnt.defined(), kOp, ": bn_shift needs bn_scale");
   const at::Tensor x = xp.contiguous(), w = wp.contiguous();
   const int64_t CW = core::xnor_words(g.Cin);
-  std::vector<int32_t> wpop;
+  // Tap popcounts: the border corrections of both padding modes use them.
   const uint64_t* wptr = reinterpret_cast<const uint64_t*>(w.data_ptr<int64_t>());
-  if (pad_value != 0) {
-    wpop.resize(g.Cout * g.KH * g.KW);
-    core::xnor_weight_popcounts(wptr, g.Cout * g.KH * g.KW, CW, wpop.data());
-  }
+  std::vector<int32_t> wpop(g.Cout * g.KH * g.KW);
+  core::xnor_weight_popcounts(wptr, g.Cout * g.KH * g.KW, CW, wpop.data());
   core::XnorConvProblem p;
   p.x = reinterpret_cast<const uint64_t*>(x.data_ptr<int64_t>());
   p.w = wptr;
@@ -118,7 +116,7 @@ at::Tensor conv_packed_impl(const at::Tensor& xp, const at::Tensor& wp, const at
   p.sh = g.sh, p.sw = g.sw, p.ph = g.ph, p.pw = g.pw, p.dh = g.dh, p.dw = g.dw;
   p.Ho = g.Ho, p.Wo = g.Wo, p.CW = CW;
   p.pad_value = static_cast<int>(pad_value);
-  p.wpop = wpop.empty() ? nullptr : wpop.data();
+  p.wpop = wpop.data();
   p.alpha = alpha.defined() ? alpha.data_ptr() : nullptr;
   p.bias = bias.defined() ? bias.data_ptr() : nullptr;
   p.bn_scale = bns.defined() ? bns.data_ptr() : nullptr;
@@ -132,6 +130,14 @@ at::Tensor conv_packed_impl(const at::Tensor& xp, const at::Tensor& wp, const at
   int64_t cb = std::min<int64_t>(g.Cout, 64);
   while (cb > 4 && g.N * g.Ho * ((g.Cout + cb - 1) / cb) < 4 * threads) cb = (cb + 1) / 2;
   p.cout_block = cb;
+  // The inner kernels' input layout, once per call (every input row is read by up to KH output rows
+  // and every channel block).
+  at::Tensor xt = at::empty({g.N * g.H * core::xnor_conv_xt_row_words(p)}, x.options());
+  uint64_t* xtp = reinterpret_cast<uint64_t*>(xt.data_ptr<int64_t>());
+  const int64_t rows = g.N * g.H;
+  at::parallel_for(0, rows, std::max<int64_t>(1, 4096 / std::max<int64_t>(1, g.W * CW)),
+                   [&](int64_t b, int64_t e) { core::xnor_conv_prepare_input(p, xtp, b, e); });
+  p.xt = xtp;
   const int64_t units = core::xnor_conv_units(p);
   const core::Isa isa = core::active_isa();
   at::parallel_for(0, units, 1, [&](int64_t b, int64_t e) { core::xnor_conv2d_forward(p, b, e, isa); });
