@@ -142,6 +142,22 @@ void epilogue(const XnorConvProblem& p, int64_t n, int64_t oh, int64_t o0, int n
     }
 }
 
+// float32 rows with a unit stride along W or C through the ISA kernels; false if none applies.
+bool pack_row_fast(const PackSource& s, int64_t n, int64_t h, uint64_t* d, int64_t ps, int64_t ks, Isa isa) {
+  if (isa == Isa::Portable || s.type != ElemType::F32) return false;
+  const float* src = static_cast<const float*>(s.data) + n * s.sn + h * s.sh;
+  const bool avx512 = isa == Isa::Avx512;
+  if (s.sw == 1) {
+    (avx512 ? pack_row_nchw_f32_avx512 : pack_row_nchw_f32_avx2)(src, s.C, s.W, s.sc, d, ps, ks);
+    return true;
+  }
+  if (s.sc == 1) {
+    (avx512 ? pack_row_nhwc_f32_avx512 : pack_row_nhwc_f32_avx2)(src, s.C, s.W, s.sw, d, ps, ks);
+    return true;
+  }
+  return false;
+}
+
 }  // namespace
 
 void binarize_pack(const PackSource& s, uint64_t* dst, int64_t begin, int64_t end, Isa isa) {
@@ -149,18 +165,7 @@ void binarize_pack(const PackSource& s, uint64_t* dst, int64_t begin, int64_t en
   for (int64_t r = begin; r < end; ++r) {
     const int64_t n = r / s.H, h = r % s.H;
     uint64_t* d = dst + r * s.W * CW;
-    if (isa != Isa::Portable && s.type == ElemType::F32) {
-      const float* src = static_cast<const float*>(s.data) + n * s.sn + h * s.sh;
-      if (s.sw == 1) {
-        pack_row_nchw_f32_avx2(src, s.C, s.W, s.sc, d, CW);
-        continue;
-      }
-      if (s.sc == 1) {
-        pack_row_nhwc_f32_avx2(src, s.C, s.W, s.sw, d, CW);
-        continue;
-      }
-    }
-    pack_row_generic(s, n, h, d, CW);
+    if (!pack_row_fast(s, n, h, d, CW, 1, isa)) pack_row_generic(s, n, h, d, CW);
   }
 }
 
@@ -235,6 +240,24 @@ void prepare_row(const XnorConvProblem& p, const uint64_t* xrow, uint64_t* dst) 
 void xnor_conv_prepare_input(const XnorConvProblem& p, uint64_t* xt, int64_t begin, int64_t end) {
   const int64_t RS = xnor_conv_xt_row_words(p);
   for (int64_t r = begin; r < end; ++r) prepare_row(p, p.x + r * p.W * p.CW, xt + r * RS);
+}
+
+void xnor_conv_prepare_input_from(const XnorConvProblem& p, const PackSource& src, uint64_t* xt, int64_t begin,
+                                  int64_t end, Isa isa) {
+  const int64_t RS = xnor_conv_xt_row_words(p), Wq = xnor_conv_xt_plane(p);
+  std::vector<uint64_t> tmp;
+  for (int64_t r = begin; r < end; ++r) {
+    const int64_t n = r / src.H, h = r % src.H;
+    uint64_t* d = xt + r * RS;
+    // Stride 1: column iw is word iw + pw of plane c, and iw + pw < Wq for every iw < W.
+    if (p.sw == 1) {
+      std::memset(d, 0, sizeof(uint64_t) * RS);
+      if (pack_row_fast(src, n, h, d + p.pw, 1, Wq, isa)) continue;
+    }
+    tmp.resize(p.W * p.CW);
+    if (!pack_row_fast(src, n, h, tmp.data(), p.CW, 1, isa)) pack_row_generic(src, n, h, tmp.data(), p.CW);
+    prepare_row(p, tmp.data(), d);
+  }
 }
 
 int64_t xnor_conv_units(const XnorConvProblem& p) {

@@ -72,6 +72,10 @@ inline int64_t xnor_conv_xt_plane(const XnorConvProblem& p) {
 inline int64_t xnor_conv_xt_row_words(const XnorConvProblem& p) { return p.CW * p.sw * xnor_conv_xt_plane(p); }
 // Prepares input rows [begin, end) of the N * H rows (n, h) into xt (N * H * xnor_conv_xt_row_words).
 void xnor_conv_prepare_input(const XnorConvProblem& p, uint64_t* xt, int64_t begin, int64_t end);
+// The same from the unpacked source (p.x unused): binarizes and lays out in one pass where it can
+// (float32 rows contiguous along W or C, stride 1), else packs each row first. Same result.
+void xnor_conv_prepare_input_from(const XnorConvProblem& p, const PackSource& src, uint64_t* xt, int64_t begin,
+                                  int64_t end, Isa isa);
 
 // Work units: (n, oh, block of cout_block output channels).
 int64_t xnor_conv_units(const XnorConvProblem& p);
@@ -96,9 +100,17 @@ int64_t xnor_popcount_peak_loop(int64_t iters, Isa isa);
 int64_t xnor_popcount_peak_avx512(int64_t iters);
 int64_t xnor_popcount_peak_avx2(int64_t iters);
 
-// float32 rows: NCHW (contiguous along W) / NHWC (contiguous along C) source row -> W * CW words.
-void pack_row_nchw_f32_avx2(const float* src, int64_t C, int64_t W, int64_t sc, uint64_t* dst, int64_t CW);
-void pack_row_nhwc_f32_avx2(const float* src, int64_t C, int64_t W, int64_t sw, uint64_t* dst, int64_t CW);
+// float32 rows: NCHW (contiguous along W) / NHWC (contiguous along C) source row -> the word of pixel
+// w < W and channel word k < CW at dst[w * ps + k * ks] (packed layout: ps = CW, ks = 1; prepared
+// layout: ps = 1, ks = plane length).
+void pack_row_nchw_f32_avx2(const float* src, int64_t C, int64_t W, int64_t sc, uint64_t* dst, int64_t ps,
+                            int64_t ks);
+void pack_row_nhwc_f32_avx2(const float* src, int64_t C, int64_t W, int64_t sw, uint64_t* dst, int64_t ps,
+                            int64_t ks);
+void pack_row_nchw_f32_avx512(const float* src, int64_t C, int64_t W, int64_t sc, uint64_t* dst, int64_t ps,
+                              int64_t ks);
+void pack_row_nhwc_f32_avx512(const float* src, int64_t C, int64_t W, int64_t sw, uint64_t* dst, int64_t ps,
+                              int64_t ks);
 
 }  // namespace core
 }  // namespace fastpose

@@ -32,7 +32,7 @@ std::vector<uint64_t> pack_naive(const std::vector<float>& x, int64_t N, int64_t
 
 void test_pack(Isa isa) {
   for (int64_t C : {1, 3, 31, 64, 65, 100, 257})
-    for (int64_t W : {1, 7, 8, 13}) {
+    for (int64_t W : {1, 7, 8, 13, 16, 17, 40, C == 3 ? 1030 : 2}) {  // pixel tiles of 8 / 16 and passes of 1024
       const int64_t N = 2, H = 3;
       std::vector<float> x(N * C * H * W);
       std::normal_distribution<float> nd;
@@ -130,6 +130,20 @@ void test_conv(Isa isa) {
         if (variant == 2) {
           xt.assign(c.N * c.H * xnor_conv_xt_row_words(p), 0xdeadbeefull);
           xnor_conv_prepare_input(p, xt.data(), 0, c.N * c.H);
+          // the one-pass preparation from the float source (NCHW and NHWC) must give the same words
+          std::vector<uint64_t> xt2(xt.size(), 0x5555ull), xt3(xt.size(), 0x7777ull);
+          PackSource s{x.data(), ElemType::F32, c.N, c.Cin, c.H, c.W, c.Cin * c.H * c.W, c.H * c.W, c.W, 1};
+          xnor_conv_prepare_input_from(p, s, xt2.data(), 0, c.N * c.H, isa);
+          FP_CHECK(xt2 == xt);
+          std::vector<float> xl(x.size());
+          for (int64_t n = 0; n < c.N; ++n)
+            for (int64_t ci = 0; ci < c.Cin; ++ci)
+              for (int64_t h = 0; h < c.H; ++h)
+                for (int64_t w = 0; w < c.W; ++w)
+                  xl[((n * c.H + h) * c.W + w) * c.Cin + ci] = x[((n * c.Cin + ci) * c.H + h) * c.W + w];
+          PackSource s2{xl.data(), ElemType::F32, c.N, c.Cin, c.H, c.W, c.H * c.W * c.Cin, 1, c.W * c.Cin, c.Cin};
+          xnor_conv_prepare_input_from(p, s2, xt3.data(), 0, c.N * c.H, isa);
+          FP_CHECK(xt3 == xt);
           p.xt = xt.data();
         }
         // in two calls, as two threads would
