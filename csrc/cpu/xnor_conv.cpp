@@ -169,7 +169,12 @@ at::Tensor xnor_conv2d_cpu(const at::Tensor& x, const at::Tensor& weight, const 
   const at::ScalarType acc = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   at::Tensor alpha;
   if (scale) alpha = weight.contiguous().to(acc).abs().mean({1, 2, 3});
-  const at::Tensor wp = pack_impl(weight, "weight");
+  // A contiguous weight packs as (Cout, Cin, 1, KH * KW): the same words, in rows of KH * KW pixels
+  // instead of KH rows of KW (3x fewer, fuller vector tiles for 3x3).
+  const at::Tensor wp = weight.is_contiguous()
+                            ? pack_impl(weight.view({g.Cout, g.Cin, 1, g.KH * g.KW}), "weight")
+                                  .view({g.Cout, g.KH, g.KW, core::xnor_words(g.Cin)})
+                            : pack_impl(weight, "weight");
   return conv_packed_impl(x, wp, alpha, bias.has_value() ? *bias : at::Tensor(), g, pad_value, x.scalar_type(),
                           is_channels_last(x));
 }
