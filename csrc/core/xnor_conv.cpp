@@ -1,5 +1,6 @@
-// XNOR-popcount binary convolution: packing, the direct-convolution driver (valid-tap logic, border
-// handling, epilogue) and the portable inner kernel. The AVX2 / AVX-512 inner kernels live in
+// XNOR-popcount binary convolution: packing, the input preparation (the kernels' pixels-as-lanes
+// layout, xnor_conv.h), the driver (per output row: the popcount GEMM over the valid taps, border and
+// pad_value corrections from the weight tap popcounts, epilogue) and the portable inner kernel. The AVX2 / AVX-512 inner kernels live in
 // xnor_conv_avx2.cpp / xnor_conv_avx512.cpp; everything here is compiled for baseline x86-64, so the
 // epilogue's multiply and add are never contracted into an FMA (the exactness contract of xnor_conv.h).
 #include "core/xnor_conv.h"
