@@ -3,9 +3,15 @@ the PyTorch eager and torch.compile baselines, and the fraction of the hardware 
 
 The limit is the measured copy bandwidth (bytes read + written, preallocated, measured at the start
 of the benchmark session and stored in the JSON) for benchmarks that pass `bytes=`: the fraction is
-(bytes / time) / bandwidth. CUDA cases carry their CUDA-event time per call (extra_info
-"device_time_s", bench/_common.py), used instead of the host-clock median.
-Usage: python bench/report.py results.json [-o report.md] [--tests log] [--steps steps.tsv] [--log name=path]
+(bytes / time) / bandwidth. Benchmarks that pass `macs=` and `peak_macs_per_s` (extra_info; e.g. the
+binary convolution's measured popcount limit) get "% of peak" = (macs / time) / peak instead. Extra
+implementations named fastpose_* also get their own ratio to eager ("eager / impl"), and `ref_ms`
+(extra_info: {name: ms}, numbers quoted from elsewhere, not measured in the run) become reference
+columns with ratio ref / fastpose. CUDA cases carry their CUDA-event time per call (extra_info
+"device_time_s", bench/_common.py), used instead of the host-clock statistic; --stat picks that
+statistic for the others (median by default; min on a loaded machine).
+Usage: python bench/report.py results.json [-o report.md] [--tests log] [--steps steps.tsv]
+[--log name=path] [--stat min]
 A missing or unreadable JSON gives a line saying so, not a crash (make gpu-check writes its report
 even when the benchmarks failed).
 """
@@ -86,7 +92,7 @@ def targets(groups, bw):
     return lines + [""]
 
 
-def build(data):
+def build(data, stat="median"):
     machine = data.get("machine_info", {})
     bw = machine.get("copy_bandwidth_gbs", {})
     groups = collections.OrderedDict()
@@ -95,7 +101,7 @@ def build(data):
         if "op" not in info:
             continue
         key = (info["op"], info["device"], info["dtype"], info["case"], info.get("threads"))
-        t = info.get("device_time_s") or b.get("stats", {}).get("median")
+        t = info.get("device_time_s") or b.get("stats", {}).get(stat)
         groups.setdefault(key, {})[info["impl"]] = (t, info)
     lines = []
     dev = machine.get("gpu_name") or machine.get("cpu_name", "?")
@@ -114,11 +120,18 @@ def build(data):
         by_op.setdefault(key[0], []).append((key, impls))
     for op, rows in by_op.items():
         others = sorted({i for _, impls in rows for i in impls} - {"fastpose", "eager", "compile"})
+        fp_others = [o for o in others if o.startswith("fastpose_")]
+        refs = sorted({r for _, impls in rows for _, inf in impls.values() for r in inf.get("ref_ms", {})})
+        peaked = any("peak_macs_per_s" in inf for _, impls in rows for _, inf in impls.values())
         lines.append(f"### {op}")
         lines.append("")
         head = ["device", "threads", "dtype", "case", "fastpose ms", "eager ms", "compile ms"]
-        head += [f"{o} ms" for o in others]
-        head += ["x eager", "x compile"] + [f"x {o}" for o in others] + ["fastpose GB/s", "% of copy bw"]
+        head += [f"{o} ms" for o in others] + [f"{r} ms" for r in refs]
+        head += ["x eager", "x compile"] + [f"x {o}" for o in others] + [f"eager / {o}" for o in fp_others]
+        head += [f"x {r}" for r in refs]
+        head += ["fastpose GB/s", "% of copy bw"]
+        if peaked:
+            head += ["fastpose G MAC/s", "% of peak"] + [f"% of peak {o}" for o in fp_others]
         lines.append("| " + " | ".join(head) + " |")
         lines.append("|" + "---|" * len(head))
         for (opname, device, dtype, case, threads), impls in rows:
@@ -126,10 +139,16 @@ def build(data):
             e = impls.get("eager", (None, {}))[0]
             c = impls.get("compile", (None, {}))[0]
             info = next(iter(impls.values()))[1]
+            ref_ms = {}
+            for _, inf in impls.values():
+                ref_ms.update(inf.get("ref_ms", {}))
             row = [device, str(threads if not device.startswith("cuda") else "-"), dtype, case,
                    _fmt_ms(f), _fmt_ms(e), _fmt_ms(c)] + [_fmt_ms(impls.get(o, (None,))[0]) for o in others]
-            ratio = lambda base: f"{base / f:.2f}" if (base and f) else "-"  # noqa: E731
+            row += [f"{ref_ms[r]:g}" if r in ref_ms else "-" for r in refs]
+            ratio = lambda base, t=f: f"{base / t:.2f}" if (base and t) else "-"  # noqa: E731
             row += [ratio(e), ratio(c)] + [ratio(impls.get(o, (None,))[0]) for o in others]
+            row += [ratio(e, impls.get(o, (None,))[0]) for o in fp_others]
+            row += [ratio(ref_ms[r] * 1e-3) if r in ref_ms else "-" for r in refs]
             nbytes = info.get("bytes")
             if nbytes and f:
                 gbs = nbytes / f / 1e9
@@ -137,6 +156,14 @@ def build(data):
                 row += [f"{gbs:.1f}", f"{100 * gbs / lim:.0f}%" if lim else "-"]
             else:
                 row += ["-", "-"]
+            if peaked:
+                def frac(name):
+                    t, inf = impls.get(name, (None, {}))
+                    pk, macs = inf.get("peak_macs_per_s"), inf.get("macs")
+                    return f"{100 * macs / t / pk:.0f}%" if (t and pk and macs) else "-"
+                macs = info.get("macs")
+                row += [f"{macs / f / 1e9:.0f}" if (macs and f) else "-", frac("fastpose")]
+                row += [frac(o) for o in fp_others]
             lines.append("| " + " | ".join(row) + " |")
         lines.append("")
     return "\n".join(lines), dev
@@ -173,6 +200,8 @@ def main(argv=None):
     ap.add_argument("--tests", help="a pytest log to append (make gpu-check)")
     ap.add_argument("--steps", help="a tab-separated step log (name, status, seconds) to put first")
     ap.add_argument("--log", action="append", default=[], metavar="NAME=PATH", help="another log's tail to append")
+    ap.add_argument("--stat", default="median", choices=["median", "min", "mean"],
+                    help="pytest-benchmark statistic to report (min on a loaded machine)")
     args = ap.parse_args(argv)
     parts = []
     if args.title:
@@ -182,7 +211,7 @@ def main(argv=None):
     for path in args.json:
         try:
             with open(path) as fh:
-                text, dev = build(json.load(fh))
+                text, dev = build(json.load(fh), args.stat)
         except (OSError, ValueError, KeyError, TypeError) as e:
             why = "missing" if not os.path.exists(path) else f"unreadable ({type(e).__name__}: {e})"
             parts.append(f"## Benchmarks: {path}\n\nNo results: the file is {why}; the benchmark step failed "

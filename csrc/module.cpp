@@ -2,7 +2,10 @@
 // initialisers of TORCH_LIBRARY / TORCH_LIBRARY_IMPL). pybind11 exposes only non-tensor helpers.
 #include <torch/extension.h>
 
+#include <chrono>
+
 #include "core/isa.h"
+#include "core/xnor_conv.h"
 
 #ifndef FASTPOSE_WITH_CUDA
 #define FASTPOSE_WITH_CUDA 0
@@ -21,6 +24,21 @@ pybind11::dict build_info() {
   return d;
 }
 
+// Binary MACs per second of the register-only xor + popcount + add loop of the active ISA (the
+// XNOR convolution's limit on this core), best of `reps` runs of `iters` iterations, one thread.
+double popcount_peak(int64_t iters, int reps) {
+  namespace core = fastpose::core;
+  const core::Isa isa = core::active_isa();
+  double best = 0;
+  for (int r = 0; r < reps; ++r) {
+    const auto t0 = std::chrono::steady_clock::now();
+    const int64_t macs = core::xnor_popcount_peak_loop(iters, isa);
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (s > 0) best = std::max(best, macs / s);
+  }
+  return best;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -28,4 +46,6 @@ PYBIND11_MODULE(_C, m) {
   m.def("build_info", &build_info, "Build configuration and the CPU instruction set in use.");
   m.def("cpu_isa", [] { return std::string(fastpose::core::isa_name(fastpose::core::active_isa())); },
         "The CPU instruction set kernels use now (honours FASTPOSE_ISA).");
+  m.def("popcount_peak", &popcount_peak, pybind11::arg("iters") = 1000000, pybind11::arg("reps") = 20,
+        "Binary MAC/s of a register-only xor+popcount+add loop on the active ISA (best of reps runs).");
 }

@@ -76,6 +76,51 @@ def test_forward_exact(isa, case, pad_value):
     assert torch.equal(got, xnor_conv2d_reference(x, wt, b, s, p, d, True, pad_value))
 
 
+# The kernels' layout edge cases (pixels as vector lanes, K = taps x channel words, zero-filled
+# out-of-image columns with per-pixel corrections): every channel-word tail, lane tails (Wo not a
+# multiple of 8, Wo < 8), maps narrower than the kernel, strides, dilations and paddings.
+LAYOUT_CASES = [
+    # (n, cin, cout, h, w, k, s, p, d)
+    (1, 1, 5, 6, 9, 3, 1, 1, 1), (1, 3, 4, 7, 7, 5, 1, 2, 1), (2, 63, 6, 5, 17, 3, 1, 1, 1),
+    (1, 64, 9, 4, 16, 3, 1, 1, 1), (1, 65, 4, 5, 11, 1, 1, 0, 1), (1, 127, 5, 6, 9, 5, 2, 2, 1),
+    (1, 200, 7, 4, 19, 3, 1, 1, 2), (1, 256, 8, 5, 33, 3, 1, 1, 1), (1, 300, 3, 3, 8, 3, 2, 0, 1),
+    (1, 64, 4, 3, 2, 5, 1, 2, 1), (1, 65, 3, 2, 1, 3, 1, 1, 1), (1, 128, 4, 1, 1, 3, 1, 2, 1),
+    (2, 3, 5, 9, 3, 3, 2, 1, 2), (1, 256, 6, 4, 4, 3, 1, 1, 1), (1, 33, 17, 6, 25, 5, 1, 2, 1),
+    (1, 96, 5, 8, 12, 3, 2, 2, 2), (1, 1, 3, 1, 5, 1, 2, 0, 1), (1, 130, 12, 3, 41, 3, 1, 0, 1),
+    (1, 65, 3, 2, 3, 1, 1, 1, 1), (0, 64, 4, 5, 5, 3, 1, 1, 1),  # rows with no valid tap; empty batch
+]
+
+
+@pytest.mark.parametrize("case", LAYOUT_CASES, ids=[",".join(map(str, c)) for c in LAYOUT_CASES])
+@pytest.mark.parametrize("pad_value", [0, -1])
+def test_layout_edges_exact(isa, case, pad_value):
+    n, cin, cout, h, w, k, s, p, d = case
+    x, wt, b = torch.randn(n, cin, h, w), torch.randn(cout, cin, k, k), torch.randn(cout)
+    got = xnor_conv2d(x, wt, b, s, p, d, True, pad_value)
+    assert torch.equal(got, literal_reference(x, wt, b, s, p, d, True, pad_value))
+    # packed operands, no epilogue: the raw integer dot products
+    dots = xnor_conv2d_packed(binarize_pack(x), binarize_pack(wt), None, None, cin, s, p, d, pad_value)
+    assert torch.equal(dots, literal_reference(x, wt, None, s, p, d, False, pad_value))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_thread_split_exact(isa, threads):
+    # Work units split over threads (one image: rows x channel blocks); results may not depend on it.
+    x, wt, b = torch.randn(1, 70, 11, 13), torch.randn(37, 70, 3, 3), torch.randn(37)
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        got = xnor_conv2d(x, wt, b, 1, 1, 1, True, 0)
+    finally:
+        torch.set_num_threads(old)
+    assert torch.equal(got, literal_reference(x, wt, b, 1, 1, 1, True, 0))
+
+
+def test_popcount_peak(isa):
+    peak = fastpose._C.popcount_peak(10000, 2)
+    assert peak > 0
+
+
 @pytest.mark.parametrize("scale", [True, False])
 @pytest.mark.parametrize("bias", [True, False])
 def test_scale_and_bias_options(isa, scale, bias):

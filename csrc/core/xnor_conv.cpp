@@ -1,5 +1,6 @@
-// XNOR-popcount binary convolution: packing, the direct-convolution driver (valid-tap logic, border
-// handling, epilogue) and the portable inner kernel. The AVX2 / AVX-512 inner kernels live in
+// XNOR-popcount binary convolution: packing, the input preparation (the kernels' pixels-as-lanes
+// layout, xnor_conv.h), the driver (per output row: the popcount GEMM over the valid taps, border and
+// pad_value corrections from the weight tap popcounts, epilogue) and the portable inner kernel. The AVX2 / AVX-512 inner kernels live in
 // xnor_conv_avx2.cpp / xnor_conv_avx512.cpp; everything here is compiled for baseline x86-64, so the
 // epilogue's multiply and add are never contracted into an FMA (the exactness contract of xnor_conv.h).
 #include "core/xnor_conv.h"
@@ -64,19 +65,18 @@ void pack_row_generic(const PackSource& s, int64_t n, int64_t h, uint64_t* dst, 
   }
 }
 
-void popcount_block_portable(const uint64_t* x, int64_t xstride, int npix, const uint64_t* w, int64_t wstride,
-                             int nout, const int64_t* xoff, const int64_t* woff, int nseg, int64_t L,
-                             int32_t* dots, int64_t dots_ostride) {
-  for (int o = 0; o < nout; ++o)
-    for (int q = 0; q < npix; ++q) {
-      int32_t s = 0;
-      for (int g = 0; g < nseg; ++g) {
-        const uint64_t* a = x + q * xstride + xoff[g];
-        const uint64_t* b = w + o * wstride + woff[g];
-        for (int64_t i = 0; i < L; ++i) s += popc64(a[i] ^ b[i]);
-      }
-      dots[o * dots_ostride + q] = s;
+void gemm_portable(const uint64_t* x, const int64_t* xoff, int nk, const uint64_t* w, int64_t wstride,
+                   const int64_t* woff, int nout, int npix, int32_t* S, int64_t ss) {
+  for (int o = 0; o < nout; ++o) {
+    int32_t* s = S + o * ss;
+    for (int q = 0; q < npix; ++q) s[q] = 0;
+    const uint64_t* wo = w + o * wstride;
+    for (int k = 0; k < nk; ++k) {
+      const uint64_t* xk = x + xoff[k];
+      const uint64_t wv = wo[woff[k]];
+      for (int q = 0; q < npix; ++q) s[q] += popc64(xk[q] ^ wv);
     }
+  }
 }
 
 template <class A>
@@ -143,26 +143,45 @@ void epilogue(const XnorConvProblem& p, int64_t n, int64_t oh, int64_t o0, int n
     }
 }
 
+// float32 rows with a unit stride along W or C through the ISA kernels; false if none applies.
+bool pack_row_fast(const PackSource& s, int64_t n, int64_t h, uint64_t* d, int64_t ps, int64_t ks, Isa isa) {
+  if (isa == Isa::Portable || s.type != ElemType::F32) return false;
+  const float* src = static_cast<const float*>(s.data) + n * s.sn + h * s.sh;
+  const bool avx512 = isa == Isa::Avx512;
+  if (s.sw == 1) {
+    (avx512 ? pack_row_nchw_f32_avx512 : pack_row_nchw_f32_avx2)(src, s.C, s.W, s.sc, d, ps, ks);
+    return true;
+  }
+  if (s.sc == 1) {
+    (avx512 ? pack_row_nhwc_f32_avx512 : pack_row_nhwc_f32_avx2)(src, s.C, s.W, s.sw, d, ps, ks);
+    return true;
+  }
+  return false;
+}
+
+// Rows [begin, end) of the N * H rows, row r at d0 + (r - begin) * W * CW. Rows of one image that
+// follow each other in memory (NCHW with dense planes) are packed as one long row of up to ~1024
+// pixels: each channel then streams 4 KB contiguous instead of one short row, which keeps the
+// prefetchers ahead when x comes from DRAM.
+void pack_rows(const PackSource& s, int64_t begin, int64_t end, uint64_t* d0, Isa isa) {
+  const int64_t CW = xnor_words(s.C);
+  const bool dense_nchw = s.sw == 1 && s.sh == s.W && s.type == ElemType::F32 && isa != Isa::Portable;
+  const int64_t run = dense_nchw ? std::max<int64_t>(1, 1024 / std::max<int64_t>(1, s.W)) : 1;
+  for (int64_t r = begin; r < end;) {
+    const int64_t n = r / s.H, h = r % s.H;
+    const int64_t nr = std::min({run, end - r, s.H - h});
+    uint64_t* d = d0 + (r - begin) * s.W * CW;
+    PackSource sl = s;
+    sl.W = nr * s.W;  // rows h .. h + nr - 1 as one row (sh == W, sw == 1)
+    if (!pack_row_fast(nr > 1 ? sl : s, n, h, d, CW, 1, isa)) pack_row_generic(s, n, h, d, CW);
+    r += nr;
+  }
+}
+
 }  // namespace
 
 void binarize_pack(const PackSource& s, uint64_t* dst, int64_t begin, int64_t end, Isa isa) {
-  const int64_t CW = xnor_words(s.C);
-  for (int64_t r = begin; r < end; ++r) {
-    const int64_t n = r / s.H, h = r % s.H;
-    uint64_t* d = dst + r * s.W * CW;
-    if (isa != Isa::Portable && s.type == ElemType::F32) {
-      const float* src = static_cast<const float*>(s.data) + n * s.sn + h * s.sh;
-      if (s.sw == 1) {
-        pack_row_nchw_f32_avx2(src, s.C, s.W, s.sc, d, CW);
-        continue;
-      }
-      if (s.sc == 1) {
-        pack_row_nhwc_f32_avx2(src, s.C, s.W, s.sw, d, CW);
-        continue;
-      }
-    }
-    pack_row_generic(s, n, h, d, CW);
-  }
+  pack_rows(s, begin, end, dst + begin * s.W * xnor_words(s.C), isa);
 }
 
 void xnor_weight_popcounts(const uint64_t* w, int64_t taps_total, int64_t CW, int32_t* out) {
@@ -173,26 +192,83 @@ void xnor_weight_popcounts(const uint64_t* w, int64_t taps_total, int64_t CW, in
   }
 }
 
-void xnor_popcount_block(const uint64_t* x, int64_t xstride, int npix, const uint64_t* w, int64_t wstride,
-                         int nout, const int64_t* xoff, const int64_t* woff, int nseg, int64_t L,
-                         int32_t* dots, int64_t dots_ostride, Isa isa) {
+void xnor_gemm_block(const uint64_t* x, const int64_t* xoff, int nk, const uint64_t* w, int64_t wstride,
+                     const int64_t* woff, int nout, int npix, int32_t* S, int64_t s_ostride, Isa isa) {
   if (npix <= 0 || nout <= 0) return;
-  if (nseg == 0 || L == 0) {
+  if (nk <= 0) {
     for (int o = 0; o < nout; ++o)
-      for (int q = 0; q < npix; ++q) dots[o * dots_ostride + q] = 0;
+      for (int q = 0; q < npix; ++q) S[o * s_ostride + q] = 0;
     return;
   }
   switch (isa) {
     case Isa::Avx512:
-      xnor_popcount_block_avx512(x, xstride, npix, w, wstride, nout, xoff, woff, nseg, L, dots, dots_ostride);
+      xnor_gemm_block_avx512(x, xoff, nk, w, wstride, woff, nout, npix, S, s_ostride);
       return;
     case Isa::Avx2:
-      xnor_popcount_block_avx2(x, xstride, npix, w, wstride, nout, xoff, woff, nseg, L, dots, dots_ostride);
+      xnor_gemm_block_avx2(x, xoff, nk, w, wstride, woff, nout, npix, S, s_ostride);
       return;
     case Isa::Portable:
       break;
   }
-  popcount_block_portable(x, xstride, npix, w, wstride, nout, xoff, woff, nseg, L, dots, dots_ostride);
+  gemm_portable(x, xoff, nk, w, wstride, woff, nout, npix, S, s_ostride);
+}
+
+int64_t xnor_popcount_peak_loop(int64_t iters, Isa isa) {
+  switch (isa) {
+    case Isa::Avx512:
+      return xnor_popcount_peak_avx512(iters);
+    case Isa::Avx2:
+      return xnor_popcount_peak_avx2(iters);
+    case Isa::Portable:
+      break;
+  }
+  // 8 independent chains; volatile seeds keep the compiler from folding the loop.
+  volatile uint64_t seed = 0x9e3779b97f4a7c15ull;
+  uint64_t v[8], acc[8];
+  for (int i = 0; i < 8; ++i) v[i] = seed * (i + 1), acc[i] = 0;
+  for (int64_t it = 0; it < iters; ++it)
+    for (int i = 0; i < 8; ++i) {
+      acc[i] += popc64(v[i] ^ acc[i]);
+    }
+  volatile uint64_t sink = 0;
+  for (int i = 0; i < 8; ++i) sink = sink + acc[i];
+  return iters * 8 * 64;
+}
+
+namespace {
+
+// One prepared row (see xnor_conv.h) from the packed row xrow (W, CW).
+void prepare_row(const XnorConvProblem& p, const uint64_t* xrow, uint64_t* dst) {
+  const int64_t Wq = xnor_conv_xt_plane(p), CW = p.CW, sw = p.sw;
+  std::memset(dst, 0, sizeof(uint64_t) * xnor_conv_xt_row_words(p));
+  for (int64_t iw = 0; iw < p.W; ++iw) {
+    const int64_t u = iw + p.pw, r = u % sw, t = u / sw;
+    if (t >= Wq) break;  // columns no output reads
+    const uint64_t* src = xrow + iw * CW;
+    uint64_t* d = dst + r * Wq + t;
+    for (int64_t c = 0; c < CW; ++c) d[c * sw * Wq] = src[c];
+  }
+}
+
+}  // namespace
+
+void xnor_conv_prepare_input(const XnorConvProblem& p, uint64_t* xt, int64_t begin, int64_t end) {
+  const int64_t RS = xnor_conv_xt_row_words(p);
+  for (int64_t r = begin; r < end; ++r) prepare_row(p, p.x + r * p.W * p.CW, xt + r * RS);
+}
+
+void xnor_conv_prepare_input_from(const XnorConvProblem& p, const PackSource& src, uint64_t* xt, int64_t begin,
+                                  int64_t end, Isa isa) {
+  // Packed in blocks of rows (pack_rows: long channel streams) into a small buffer, then laid out row
+  // by row; the second pass touches 1/32 of the bytes of the first (float32).
+  const int64_t RS = xnor_conv_xt_row_words(p);
+  const int64_t kBlock = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, p.W * p.CW));  // <= 256 KB or 1 row
+  std::vector<uint64_t> tmp(kBlock * p.W * p.CW);
+  for (int64_t r0 = begin; r0 < end; r0 += kBlock) {
+    const int64_t r1 = std::min(end, r0 + kBlock);
+    pack_rows(src, r0, r1, tmp.data(), isa);
+    for (int64_t r = r0; r < r1; ++r) prepare_row(p, tmp.data() + (r - r0) * p.W * p.CW, xt + r * RS);
+  }
 }
 
 int64_t xnor_conv_units(const XnorConvProblem& p) {
@@ -200,12 +276,20 @@ int64_t xnor_conv_units(const XnorConvProblem& p) {
   return p.N * p.Ho * ((p.Cout + cb - 1) / cb);
 }
 
+// Per unit (n, oh, o0..o0+no): the popcount GEMM of the prepared rows over the vertically valid taps,
+// S[o][q] = sum popc(x ^ w), where horizontally out-of-image taps read zero bits (= -1 values), then
+//   pad_value = -1: the vertically invalid taps, which also read -1, add their weight popcounts;
+//   pad_value =  0: border pixels subtract the weight popcounts of their out-of-image taps and count
+//                   only their valid taps in k0,
+// so that dot = k0 - 2 S exactly; the epilogue never sees the border logic.
 void xnor_conv2d_forward(const XnorConvProblem& p, int64_t begin, int64_t end, Isa isa) {
+  if (begin >= end) return;
   const int64_t cb = std::max<int64_t>(1, p.cout_block);
   const int64_t nob = (p.Cout + cb - 1) / cb;
   const int64_t CW = p.CW, KT = p.KH * p.KW;
   const bool pad_m1 = p.pad_value != 0;
   const bool dbl = p.out_type == ElemType::F64;
+  const int64_t Wop = xnor_conv_wo_pad(p), Wq = xnor_conv_xt_plane(p), RS = xnor_conv_xt_row_words(p);
   // Interior columns: every horizontal tap inside the image.
   int64_t c_lo = (p.pw + p.sw - 1) / p.sw;
   const int64_t num = p.W - 1 + p.pw - (p.KW - 1) * p.dw;
@@ -213,114 +297,117 @@ void xnor_conv2d_forward(const XnorConvProblem& p, int64_t begin, int64_t end, I
   c_lo = std::min(c_lo, p.Wo);
   c_hi = std::max(c_lo, std::min(c_hi, p.Wo));
 
-  std::vector<int32_t> S(cb * p.Wo), k0(p.Wo), extra;
-  if (pad_m1) extra.assign(cb * p.Wo, 0);
-  std::vector<int64_t> xoff(KT), woff(KT);
+  std::vector<int32_t> S(cb * Wop), k0(Wop), colsum(cb * p.KW);
+  int64_t colsum_of[3] = {-1, -1, -1};  // (o0, nvi, first valid row) colsum was computed for
+  std::vector<int64_t> xoff(KT * CW), woff(KT * CW);
   std::vector<int> vi(p.KH);
-  std::vector<char> tap_ok(KT);
+  std::vector<int32_t> wpop_own;
+  const int32_t* wpop = p.wpop;
+  if (!wpop) {
+    wpop_own.resize(p.Cout * KT);
+    xnor_weight_popcounts(p.w, p.Cout * KT, CW, wpop_own.data());
+    wpop = wpop_own.data();
+  }
+  // Without a prepared input: the KH rows of the current output row, slot i for tap row i.
+  std::vector<uint64_t> rows;
+  int64_t rows_of = -1;  // output row (n * Ho + oh) the slots hold
+  if (!p.xt) rows.resize(p.KH * RS);
 
   for (int64_t u = begin; u < end; ++u) {
     const int64_t ob = u % nob, row = u / nob;
     const int64_t n = row / p.Ho, oh = row % p.Ho;
     const int64_t o0 = ob * cb;
     const int no = static_cast<int>(std::min(cb, p.Cout - o0));
-    const uint64_t* xn = p.x + n * p.H * p.W * CW;
-    const uint64_t* wo = p.w + o0 * KT * CW;
     int nvi = 0;
     for (int64_t i = 0; i < p.KH; ++i) {
       const int64_t ih = oh * p.sh - p.ph + i * p.dh;
       if (ih >= 0 && ih < p.H) vi[nvi++] = static_cast<int>(i);
     }
-    const auto ihof = [&](int64_t i) { return oh * p.sh - p.ph + i * p.dh; };
-
-    // Interior pixels [c_lo, c_hi): the same tap list for all of them.
-    if (c_hi > c_lo) {
-      int nseg = 0;
-      int64_t L;
-      if (p.dw == 1) {
-        L = p.KW * CW;
+    const uint64_t* base;
+    if (p.xt) {
+      base = p.xt + n * p.H * RS;
+    } else {
+      base = rows.data();
+      if (rows_of != row) {
         for (int k = 0; k < nvi; ++k) {
-          xoff[nseg] = ihof(vi[k]) * p.W * CW;
-          woff[nseg] = vi[k] * p.KW * CW;
-          ++nseg;
+          const int64_t ih = oh * p.sh - p.ph + vi[k] * p.dh;
+          prepare_row(p, p.x + (n * p.H + ih) * p.W * CW, rows.data() + vi[k] * RS);
         }
-      } else {
-        L = CW;
-        for (int k = 0; k < nvi; ++k)
-          for (int64_t j = 0; j < p.KW; ++j) {
-            xoff[nseg] = (ihof(vi[k]) * p.W + j * p.dw) * CW;
-            woff[nseg] = (vi[k] * p.KW + j) * CW;
-            ++nseg;
-          }
+        rows_of = row;
       }
-      const uint64_t* xb = xn + (c_lo * p.sw - p.pw) * CW;
-      xnor_popcount_block(xb, p.sw * CW, static_cast<int>(c_hi - c_lo), wo, KT * CW, no, xoff.data(), woff.data(),
-                          nseg, L, S.data() + c_lo, p.Wo, isa);
-      const int32_t kv = static_cast<int32_t>((pad_m1 ? KT : nvi * p.KW) * p.Cin);
-      for (int64_t q = c_lo; q < c_hi; ++q) k0[q] = kv;
-      if (pad_m1) {
-        for (int64_t t = 0; t < KT; ++t) tap_ok[t] = 0;
-        for (int k = 0; k < nvi; ++k)
-          for (int64_t j = 0; j < p.KW; ++j) tap_ok[vi[k] * p.KW + j] = 1;
-        for (int o = 0; o < no; ++o) {
-          int32_t e = 0;
-          for (int64_t t = 0; t < KT; ++t)
-            if (!tap_ok[t]) e += p.wpop[(o0 + o) * KT + t];
-          for (int64_t q = c_lo; q < c_hi; ++q) extra[o * p.Wo + q] = e;
+    }
+    int nk = 0;
+    for (int k = 0; k < nvi; ++k) {
+      const int64_t i = vi[k];
+      const int64_t roff = (p.xt ? oh * p.sh - p.ph + i * p.dh : i) * RS;
+      for (int64_t j = 0; j < p.KW; ++j) {
+        const int64_t jd = j * p.dw, ph = jd % p.sw, t0 = jd / p.sw;
+        for (int64_t c = 0; c < CW; ++c) {
+          xoff[nk] = roff + (c * p.sw + ph) * Wq + t0;
+          woff[nk] = (i * p.KW + j) * CW + c;
+          ++nk;
         }
       }
     }
-    // Border pixels: one at a time, with their own valid taps.
-    for (int64_t ow = 0; ow < p.Wo; ++ow) {
-      if (ow == c_lo && c_hi > c_lo) ow = c_hi;
-      if (ow >= p.Wo) break;
-      const int64_t iw0 = ow * p.sw - p.pw;
-      int64_t j_lo = 0, j_hi = 0;  // valid j: iw0 + j * dw in [0, W)
-      {
-        int64_t a = iw0 >= 0 ? 0 : (-iw0 + p.dw - 1) / p.dw;
-        int64_t b = (p.W - 1 - iw0) < 0 ? -1 : (p.W - 1 - iw0) / p.dw;
-        j_lo = std::min(a, p.KW);
-        j_hi = std::max(j_lo, std::min(b + 1, p.KW));
-      }
-      int nseg = 0;
-      int64_t L;
-      if (p.dw == 1) {
-        L = (j_hi - j_lo) * CW;
-        for (int k = 0; k < nvi && L > 0; ++k) {
-          xoff[nseg] = (ihof(vi[k]) * p.W + iw0 + j_lo) * CW;
-          woff[nseg] = (vi[k] * p.KW + j_lo) * CW;
-          ++nseg;
-        }
-      } else {
-        L = CW;
-        for (int k = 0; k < nvi; ++k)
-          for (int64_t j = j_lo; j < j_hi; ++j) {
-            xoff[nseg] = (ihof(vi[k]) * p.W + iw0 + j * p.dw) * CW;
-            woff[nseg] = (vi[k] * p.KW + j) * CW;
-            ++nseg;
-          }
-      }
-      // Column stride p.Wo: S holds the whole row, pixel ow at column ow.
-      xnor_popcount_block(xn, 0, 1, wo, KT * CW, no, xoff.data(), woff.data(), nseg, L, S.data() + ow, p.Wo, isa);
-      k0[ow] = static_cast<int32_t>((pad_m1 ? KT : nvi * (j_hi - j_lo)) * p.Cin);
-      if (pad_m1) {
-        for (int64_t t = 0; t < KT; ++t) tap_ok[t] = 0;
-        for (int k = 0; k < nvi; ++k)
-          for (int64_t j = j_lo; j < j_hi; ++j) tap_ok[vi[k] * p.KW + j] = 1;
+    const uint64_t* wo = p.w + o0 * KT * CW;
+    xnor_gemm_block(base, xoff.data(), nk, wo, KT * CW, woff.data(), no, static_cast<int>(Wop), S.data(), Wop,
+                    isa);
+
+    const int32_t* wp = wpop + o0 * KT;
+    if (pad_m1) {
+      for (int64_t q = 0; q < p.Wo; ++q) k0[q] = static_cast<int32_t>(KT * p.Cin);
+      if (nvi < p.KH) {
         for (int o = 0; o < no; ++o) {
           int32_t e = 0;
-          for (int64_t t = 0; t < KT; ++t)
-            if (!tap_ok[t]) e += p.wpop[(o0 + o) * KT + t];
-          extra[o * p.Wo + ow] = e;
+          for (int64_t i = 0, k = 0; i < p.KH; ++i) {
+            if (k < nvi && vi[k] == i) {
+              ++k;
+              continue;
+            }
+            for (int64_t j = 0; j < p.KW; ++j) e += wp[o * KT + i * p.KW + j];
+          }
+          int32_t* s = S.data() + o * Wop;
+          for (int64_t q = 0; q < p.Wo; ++q) s[q] += e;
+        }
+      }
+    } else {
+      const int32_t kv = static_cast<int32_t>(nvi * p.KW * p.Cin);
+      for (int64_t q = c_lo; q < c_hi; ++q) k0[q] = kv;
+      if (c_lo > 0 || c_hi < p.Wo) {
+        // colsum[o][j]: popcounts of column j's valid-row taps; the same for every unit of this channel
+        // block and valid-row set, so it is kept while consecutive units share them.
+        if (colsum_of[0] != o0 || colsum_of[1] != nvi || colsum_of[2] != (nvi ? vi[0] : -1)) {
+          for (int o = 0; o < no; ++o)
+            for (int64_t j = 0; j < p.KW; ++j) {
+              int32_t e = 0;
+              for (int k = 0; k < nvi; ++k) e += wp[o * KT + vi[k] * p.KW + j];
+              colsum[o * p.KW + j] = e;
+            }
+          colsum_of[0] = o0, colsum_of[1] = nvi, colsum_of[2] = nvi ? vi[0] : -1;
+        }
+        for (int64_t ow = 0; ow < p.Wo; ++ow) {
+          if (ow == c_lo && c_hi > c_lo) ow = c_hi;
+          if (ow >= p.Wo) break;
+          const int64_t iw0 = ow * p.sw - p.pw;
+          const int64_t a = iw0 >= 0 ? 0 : (-iw0 + p.dw - 1) / p.dw;
+          const int64_t b = (p.W - 1 - iw0) < 0 ? -1 : (p.W - 1 - iw0) / p.dw;
+          const int64_t j_lo = std::min(a, p.KW);
+          const int64_t j_hi = std::max(j_lo, std::min(b + 1, p.KW));
+          k0[ow] = static_cast<int32_t>(nvi * (j_hi - j_lo) * p.Cin);
+          for (int o = 0; o < no; ++o) {
+            const int32_t* cs = colsum.data() + o * p.KW;
+            int32_t e = 0;
+            for (int64_t j = 0; j < j_lo; ++j) e += cs[j];
+            for (int64_t j = j_hi; j < p.KW; ++j) e += cs[j];
+            S[o * Wop + ow] -= e;
+          }
         }
       }
     }
     if (dbl)
-      epilogue<double>(p, n, oh, o0, no, 0, static_cast<int>(p.Wo), S.data(), p.Wo, k0.data(),
-                       pad_m1 ? extra.data() : nullptr);
+      epilogue<double>(p, n, oh, o0, no, 0, static_cast<int>(p.Wo), S.data(), Wop, k0.data(), nullptr);
     else
-      epilogue<float>(p, n, oh, o0, no, 0, static_cast<int>(p.Wo), S.data(), p.Wo, k0.data(),
-                      pad_m1 ? extra.data() : nullptr);
+      epilogue<float>(p, n, oh, o0, no, 0, static_cast<int>(p.Wo), S.data(), Wop, k0.data(), nullptr);
   }
 }
 

@@ -43,7 +43,7 @@ struct XnorConvProblem {
   int64_t sh, sw, ph, pw, dh, dw;
   int64_t Ho, Wo, CW;
   int pad_value;          // 0 or -1
-  const int32_t* wpop;    // (Cout, KH * KW) popcounts of each weight tap; needed when pad_value == -1
+  const int32_t* wpop;    // (Cout, KH * KW) popcounts of each weight tap, or nullptr (computed per call)
   // epilogue
   const void* alpha;      // (Cout) in acc type, or nullptr
   const void* bias;       // (Cout) in acc type, or nullptr
@@ -53,7 +53,29 @@ struct XnorConvProblem {
   ElemType out_type;
   bool out_nhwc;          // output (N, Ho, Wo, Cout) in memory, else (N, Cout, Ho, Wo)
   int64_t cout_block;     // output channels per work unit (see xnor_conv_units)
+  // x re-laid out by xnor_conv_prepare_input (N * H rows of xnor_conv_xt_row_words), or nullptr: each
+  // work unit then prepares the rows it reads itself (correct, slower when rows are shared by units).
+  const uint64_t* xt = nullptr;
 };
+
+// The inner kernels' input layout ("prepared input"). Output pixels are the vector lanes: 8 consecutive
+// output columns of one row are 8 consecutive words, for every (tap, channel word), so a 512-bit vector
+// is always full whatever Cin is (K = taps x CW is only the loop length; no K padding exists).
+//   Wo_pad = Wo rounded up to 8, Wq = Wo_pad + (KW - 1) * dw / sw;
+//   row (n, h): CW x sw planes of Wq words; plane (c, r), word t holds x[n, h, iw, c] for the padded
+//   column u = r + sw * t = iw + pw, and all-zero bits (= -1 everywhere) outside the image.
+// Output column q of tap j reads plane (c, (j * dw) % sw) at t = q + (j * dw) / sw.
+inline int64_t xnor_conv_wo_pad(const XnorConvProblem& p) { return (p.Wo + 7) / 8 * 8; }
+inline int64_t xnor_conv_xt_plane(const XnorConvProblem& p) {
+  return xnor_conv_wo_pad(p) + (p.KW - 1) * p.dw / p.sw;
+}
+inline int64_t xnor_conv_xt_row_words(const XnorConvProblem& p) { return p.CW * p.sw * xnor_conv_xt_plane(p); }
+// Prepares input rows [begin, end) of the N * H rows (n, h) into xt (N * H * xnor_conv_xt_row_words).
+void xnor_conv_prepare_input(const XnorConvProblem& p, uint64_t* xt, int64_t begin, int64_t end);
+// The same from the unpacked source (p.x unused): binarizes and lays out in one pass where it can
+// (float32 rows contiguous along W or C, stride 1), else packs each row first. Same result.
+void xnor_conv_prepare_input_from(const XnorConvProblem& p, const PackSource& src, uint64_t* xt, int64_t begin,
+                                  int64_t end, Isa isa);
 
 // Work units: (n, oh, block of cout_block output channels).
 int64_t xnor_conv_units(const XnorConvProblem& p);
@@ -61,23 +83,34 @@ void xnor_conv2d_forward(const XnorConvProblem& p, int64_t begin, int64_t end, I
 // (Cout, KH * KW) popcounts of the packed weight taps.
 void xnor_weight_popcounts(const uint64_t* w, int64_t taps_total, int64_t CW, int32_t* out);
 
-// Raw popcount sums, the inner kernel (exposed for the unit tests):
-//   dots[o * dots_ostride + q] = sum_s popc(x[q * xstride + xoff[s] + i] ^ w[o * wstride + woff[s] + i]),
-//   over i < L and segments s < nseg; q < npix, o < nout.
-void xnor_popcount_block(const uint64_t* x, int64_t xstride, int npix, const uint64_t* w, int64_t wstride,
-                         int nout, const int64_t* xoff, const int64_t* woff, int nseg, int64_t L,
-                         int32_t* dots, int64_t dots_ostride, Isa isa);
+// The inner kernel, a popcount GEMM over pixels x output channels (exposed for the unit tests):
+//   S[o * s_ostride + q] = sum_{k < nk} popc(x[xoff[k] + q] ^ w[o * wstride + woff[k]]),
+//   for o < nout and q < npix; npix must be a multiple of 8 (the lanes of one 512-bit vector).
+void xnor_gemm_block(const uint64_t* x, const int64_t* xoff, int nk, const uint64_t* w, int64_t wstride,
+                     const int64_t* woff, int nout, int npix, int32_t* S, int64_t s_ostride, Isa isa);
+void xnor_gemm_block_avx2(const uint64_t* x, const int64_t* xoff, int nk, const uint64_t* w, int64_t wstride,
+                          const int64_t* woff, int nout, int npix, int32_t* S, int64_t s_ostride);
+void xnor_gemm_block_avx512(const uint64_t* x, const int64_t* xoff, int nk, const uint64_t* w, int64_t wstride,
+                            const int64_t* woff, int nout, int npix, int32_t* S, int64_t s_ostride);
 
-// ISA implementations of xnor_popcount_block and of binarize_pack's float32 fast paths.
-void xnor_popcount_block_avx2(const uint64_t* x, int64_t xstride, int npix, const uint64_t* w, int64_t wstride,
-                              int nout, const int64_t* xoff, const int64_t* woff, int nseg, int64_t L,
-                              int32_t* dots, int64_t dots_ostride);
-void xnor_popcount_block_avx512(const uint64_t* x, int64_t xstride, int npix, const uint64_t* w,
-                                int64_t wstride, int nout, const int64_t* xoff, const int64_t* woff, int nseg,
-                                int64_t L, int32_t* dots, int64_t dots_ostride);
-// float32 rows: NCHW (contiguous along W) / NHWC (contiguous along C) source row -> W * CW words.
-void pack_row_nchw_f32_avx2(const float* src, int64_t C, int64_t W, int64_t sc, uint64_t* dst, int64_t CW);
-void pack_row_nhwc_f32_avx2(const float* src, int64_t C, int64_t W, int64_t sw, uint64_t* dst, int64_t CW);
+// The machine's limit for the inner loop: a register-only loop of 512-bit (AVX-512) or 256-bit (AVX2)
+// xor + popcount + add over independent accumulators, iters iterations; returns binary MACs done
+// (bits xor-popcounted). Portable: 64-bit words.
+int64_t xnor_popcount_peak_loop(int64_t iters, Isa isa);
+int64_t xnor_popcount_peak_avx512(int64_t iters);
+int64_t xnor_popcount_peak_avx2(int64_t iters);
+
+// float32 rows: NCHW (contiguous along W) / NHWC (contiguous along C) source row -> the word of pixel
+// w < W and channel word k < CW at dst[w * ps + k * ks] (packed layout: ps = CW, ks = 1; prepared
+// layout: ps = 1, ks = plane length).
+void pack_row_nchw_f32_avx2(const float* src, int64_t C, int64_t W, int64_t sc, uint64_t* dst, int64_t ps,
+                            int64_t ks);
+void pack_row_nhwc_f32_avx2(const float* src, int64_t C, int64_t W, int64_t sw, uint64_t* dst, int64_t ps,
+                            int64_t ks);
+void pack_row_nchw_f32_avx512(const float* src, int64_t C, int64_t W, int64_t sc, uint64_t* dst, int64_t ps,
+                              int64_t ks);
+void pack_row_nhwc_f32_avx512(const float* src, int64_t C, int64_t W, int64_t sw, uint64_t* dst, int64_t ps,
+                              int64_t ks);
 
 }  // namespace core
 }  // namespace fastpose

@@ -1,8 +1,9 @@
-// AVX-512 (F + BW + VL + VPOPCNTDQ) popcount block of the XNOR convolution, called only when cpuid
-// has them: 512-bit xor + vpopcntq into 64-bit lane accumulators, 4 output channels x 4 pixels per
-// register block so each loaded input chunk is reused from a register by 4 filters (and each filter
-// chunk by 4 pixels); the tail of a segment (L % 8 words) uses a zero-masked load.
+// AVX-512 (F + BW + VL + VPOPCNTDQ) kernels of the XNOR convolution, called only when cpuid has them:
+// the popcount GEMM (body in xnor_conv_avx512_kernel.h), float32 bit packing of NCHW / NHWC rows, and
+// the register-only xor + popcount + add loop that measures the machine's limit for the GEMM.
 #include <immintrin.h>
+
+#include <algorithm>
 
 #include "core/xnor_conv.h"
 
@@ -17,10 +18,42 @@ namespace {
 
 }  // namespace
 
-void xnor_popcount_block_avx512(const uint64_t* x, int64_t xstride, int npix, const uint64_t* w,
-                                int64_t wstride, int nout, const int64_t* xoff, const int64_t* woff, int nseg,
-                                int64_t L, int32_t* dots, int64_t dots_ostride) {
-  xnor512_run(x, xstride, npix, w, wstride, nout, xoff, woff, nseg, L, dots, dots_ostride);
+void xnor_gemm_block_avx512(const uint64_t* x, const int64_t* xoff, int nk, const uint64_t* w, int64_t wstride,
+                            const int64_t* woff, int nout, int npix, int32_t* S, int64_t s_ostride) {
+  xnor512_run(x, xoff, nk, w, wstride, woff, nout, npix, S, s_ostride);
+}
+
+void pack_row_nchw_f32_avx512(const float* src, int64_t C, int64_t W, int64_t sc, uint64_t* dst, int64_t ps,
+                              int64_t ks) {
+  xnor512_pack_row_nchw(src, C, W, sc, dst, ps, ks);
+}
+
+void pack_row_nhwc_f32_avx512(const float* src, int64_t C, int64_t W, int64_t sw, uint64_t* dst, int64_t ps,
+                              int64_t ks) {
+  xnor512_pack_row_nhwc(src, C, W, sw, dst, ps, ks);
+}
+
+int64_t xnor_popcount_peak_avx512(int64_t iters) {
+  // 16 independent accumulators over 4 x 4 distinct operand pairs, as in the GEMM's register block; the asm barrier keeps
+  // the compiler from hoisting the loop-invariant xors (the operands "change" every iteration).
+  constexpr int A = 16, X = 4;
+  __m512i acc[A], v[X];
+  for (int i = 0; i < A; ++i) acc[i] = _mm512_setzero_si512();
+  for (int i = 0; i < X; ++i) v[i] = _mm512_set1_epi64(0x9e3779b97f4a7c15ll * (i + 1));
+  __m512i wv[A / X];
+  for (int i = 0; i < A / X; ++i) wv[i] = _mm512_set1_epi64(0x0123456789abcdefll + i);
+  for (int64_t it = 0; it < iters; ++it) {
+    for (int i = 0; i < X; ++i) __asm__ volatile("" : "+v"(v[i]));
+    for (int i = 0; i < A; ++i)
+      acc[i] = _mm512_add_epi64(acc[i], _mm512_popcnt_epi64(_mm512_xor_si512(v[i % X], wv[i / X])));
+  }
+  alignas(64) int64_t t[8];
+  __m512i s = acc[0];
+  for (int i = 1; i < A; ++i) s = _mm512_add_epi64(s, acc[i]);
+  _mm512_store_si512(t, s);
+  volatile int64_t sink = t[0];
+  (void)sink;
+  return iters * A * 512;
 }
 
 }  // namespace core

@@ -1,5 +1,5 @@
 // Unit tests of core/xnor_conv under the ISA forced by FASTPOSE_ISA: bit packing against a naive loop,
-// the popcount block against naive popcounts, and the whole convolution (integer dots and the exact
+// the popcount GEMM against naive popcounts, and the whole convolution (integer dots and the exact
 // epilogue) against a direct +-1 convolution, for odd channel counts, strides, dilations, both paddings.
 #include <cmath>
 #include <cstdint>
@@ -32,7 +32,7 @@ std::vector<uint64_t> pack_naive(const std::vector<float>& x, int64_t N, int64_t
 
 void test_pack(Isa isa) {
   for (int64_t C : {1, 3, 31, 64, 65, 100, 257})
-    for (int64_t W : {1, 7, 8, 13}) {
+    for (int64_t W : {1, 7, 8, 13, 16, 17, 40, C == 3 ? 1030 : 2}) {  // pixel tiles of 8 / 16 and passes of 1024
       const int64_t N = 2, H = 3;
       std::vector<float> x(N * C * H * W);
       std::normal_distribution<float> nd;
@@ -58,37 +58,49 @@ void test_pack(Isa isa) {
     }
 }
 
-void test_popcount_block(Isa isa) {
+void test_gemm_block(Isa isa) {
   std::uniform_int_distribution<uint64_t> ud;
-  for (int64_t L : {1, 2, 3, 4, 5, 8, 12, 13, 100}) {
-    const int npix = 7, nout = 6, nseg = 3;
-    const int64_t xstride = L + 3, wstride = nseg * L;
-    std::vector<uint64_t> x(npix * xstride + nseg * L + 64), w(nout * wstride);
-    for (auto& v : x) v = ud(rng);
-    for (auto& v : w) v = ud(rng);
-    std::vector<int64_t> xoff = {0, 1, 2}, woff = {0, L, 2 * L};
-    std::vector<int32_t> dots(nout * 9, -1);
-    xnor_popcount_block(x.data(), xstride, npix, w.data(), wstride, nout, xoff.data(), woff.data(), nseg, L,
-                        dots.data(), 9, isa);
-    for (int o = 0; o < nout; ++o)
-      for (int q = 0; q < npix; ++q) {
-        int32_t s = 0;
-        for (int g = 0; g < nseg; ++g)
-          for (int64_t i = 0; i < L; ++i)
-            s += __builtin_popcountll(x[q * xstride + xoff[g] + i] ^ w[o * wstride + woff[g] + i]);
-        FP_CHECK(dots[o * 9 + q] == s);
+  for (int nk : {1, 2, 3, 9, 31, 32, 33, 64, 100})
+    for (int npix : {8, 16, 24, 40, 64})
+      for (int nout : {1, 3, 4, 5, 9}) {
+        // x rows of npix words at scattered offsets; w rows of wstride words, taps at scattered offsets.
+        const int64_t xlen = 3 * nk + npix + 8, wstride = 2 * nk + 1;
+        std::vector<uint64_t> x(xlen), w(nout * wstride);
+        for (auto& v : x) v = ud(rng);
+        for (auto& v : w) v = ud(rng);
+        std::vector<int64_t> xoff(nk), woff(nk);
+        for (int k = 0; k < nk; ++k) xoff[k] = (7 * k) % (3 * nk + 1), woff[k] = (5 * k + 1) % wstride;
+        const int64_t ss = npix + 3;
+        std::vector<int32_t> S(nout * ss, -7);
+        xnor_gemm_block(x.data(), xoff.data(), nk, w.data(), wstride, woff.data(), nout, npix, S.data(), ss, isa);
+        for (int o = 0; o < nout; ++o)
+          for (int64_t q = 0; q < ss; ++q) {
+            if (q >= npix) {
+              FP_CHECK(S[o * ss + q] == -7);  // nothing written past npix
+              continue;
+            }
+            int32_t e = 0;
+            for (int k = 0; k < nk; ++k) e += __builtin_popcountll(x[xoff[k] + q] ^ w[o * wstride + woff[k]]);
+            FP_CHECK(S[o * ss + q] == e);
+          }
       }
-  }
 }
+
+void test_peak(Isa isa) { FP_CHECK(xnor_popcount_peak_loop(100, isa) > 0); }
 
 struct Case {
   int64_t N, Cin, Cout, H, W, K, s, p, d;
 };
 
 void test_conv(Isa isa) {
-  const Case cases[] = {{2, 3, 5, 7, 6, 3, 1, 1, 1},    {1, 65, 7, 9, 11, 3, 2, 1, 1}, {1, 100, 9, 8, 8, 5, 1, 2, 2},
-                        {1, 257, 4, 5, 6, 3, 1, 1, 1},  {1, 33, 6, 1, 1, 1, 1, 0, 1},  {1, 31, 3, 4, 4, 7, 1, 3, 1},
-                        {2, 64, 9, 10, 12, 3, 1, 1, 1}, {1, 128, 5, 6, 9, 3, 3, 2, 2}, {1, 1, 2, 3, 3, 3, 1, 3, 1}};
+  std::vector<Case> cases = {{2, 3, 5, 7, 6, 3, 1, 1, 1},    {1, 65, 7, 9, 11, 3, 2, 1, 1}, {1, 100, 9, 8, 8, 5, 1, 2, 2},
+                             {1, 257, 4, 5, 6, 3, 1, 1, 1},  {1, 33, 6, 1, 1, 1, 1, 0, 1},  {1, 31, 3, 4, 4, 7, 1, 3, 1},
+                             {2, 64, 9, 10, 12, 3, 1, 1, 1}, {1, 128, 5, 6, 9, 3, 3, 2, 2}, {1, 1, 2, 3, 3, 3, 1, 3, 1},
+                             // the prepared layout's edge cases: K = taps x words of every length, lane
+                             // tails (Wo not a multiple of 8), W < kernel, strides and dilations
+                             {1, 63, 6, 5, 17, 3, 1, 1, 1},  {1, 127, 5, 4, 9, 5, 2, 2, 1}, {1, 200, 7, 6, 19, 3, 1, 1, 2},
+                             {1, 256, 9, 5, 33, 3, 1, 1, 1}, {1, 300, 5, 4, 8, 1, 1, 0, 1}, {1, 64, 4, 3, 2, 5, 1, 2, 1},
+                             {2, 3, 5, 2, 1, 3, 2, 1, 1},    {1, 65, 4, 7, 7, 5, 2, 0, 2},  {1, 128, 3, 1, 1, 3, 1, 2, 1}};
   std::normal_distribution<float> nd;
   for (const Case& c : cases)
     for (int pad_value : {0, -1}) {
@@ -103,16 +115,41 @@ void test_conv(Isa isa) {
       const int64_t CW = xnor_words(c.Cin), KT = c.K * c.K;
       std::vector<int32_t> wpop(c.Cout * KT);
       xnor_weight_popcounts(wp.data(), c.Cout * KT, CW, wpop.data());
-      for (bool nhwc : {false, true}) {
+      for (int variant = 0; variant < 3; ++variant) {
+        // 0: NCHW, own row preparation, no wpop; 1: NHWC; 2: NCHW from a prepared input
+        const bool nhwc = variant == 1;
         std::vector<float> out(c.N * c.Cout * Ho * Wo, NAN);
         XnorConvProblem p{};
         p.x = xp.data(), p.w = wp.data();
         p.N = c.N, p.Cin = c.Cin, p.H = c.H, p.W = c.W, p.Cout = c.Cout, p.KH = c.K, p.KW = c.K;
         p.sh = p.sw = c.s, p.ph = p.pw = c.p, p.dh = p.dw = c.d, p.Ho = Ho, p.Wo = Wo, p.CW = CW;
-        p.pad_value = pad_value, p.wpop = wpop.data();
+        p.pad_value = pad_value, p.wpop = variant == 0 ? nullptr : wpop.data();
         p.alpha = alpha.data(), p.bias = bias.data(), p.bn_scale = nullptr, p.bn_shift = nullptr;
         p.out = out.data(), p.out_type = ElemType::F32, p.out_nhwc = nhwc, p.cout_block = 4;
-        xnor_conv2d_forward(p, 0, xnor_conv_units(p), isa);
+        std::vector<uint64_t> xt;
+        if (variant == 2) {
+          xt.assign(c.N * c.H * xnor_conv_xt_row_words(p), 0xdeadbeefull);
+          xnor_conv_prepare_input(p, xt.data(), 0, c.N * c.H);
+          // the one-pass preparation from the float source (NCHW and NHWC) must give the same words
+          std::vector<uint64_t> xt2(xt.size(), 0x5555ull), xt3(xt.size(), 0x7777ull);
+          PackSource s{x.data(), ElemType::F32, c.N, c.Cin, c.H, c.W, c.Cin * c.H * c.W, c.H * c.W, c.W, 1};
+          xnor_conv_prepare_input_from(p, s, xt2.data(), 0, c.N * c.H, isa);
+          FP_CHECK(xt2 == xt);
+          std::vector<float> xl(x.size());
+          for (int64_t n = 0; n < c.N; ++n)
+            for (int64_t ci = 0; ci < c.Cin; ++ci)
+              for (int64_t h = 0; h < c.H; ++h)
+                for (int64_t w = 0; w < c.W; ++w)
+                  xl[((n * c.H + h) * c.W + w) * c.Cin + ci] = x[((n * c.Cin + ci) * c.H + h) * c.W + w];
+          PackSource s2{xl.data(), ElemType::F32, c.N, c.Cin, c.H, c.W, c.H * c.W * c.Cin, 1, c.W * c.Cin, c.Cin};
+          xnor_conv_prepare_input_from(p, s2, xt3.data(), 0, c.N * c.H, isa);
+          FP_CHECK(xt3 == xt);
+          p.xt = xt.data();
+        }
+        // in two calls, as two threads would
+        const int64_t units = xnor_conv_units(p);
+        xnor_conv2d_forward(p, 0, units / 2, isa);
+        xnor_conv2d_forward(p, units / 2, units, isa);
         for (int64_t n = 0; n < c.N; ++n)
           for (int64_t o = 0; o < c.Cout; ++o)
             for (int64_t oh = 0; oh < Ho; ++oh)
@@ -142,7 +179,8 @@ void test_conv(Isa isa) {
 int main() {
   return run_isa_test("xnor_conv", [](Isa isa) {
     test_pack(isa);
-    test_popcount_block(isa);
+    test_gemm_block(isa);
+    test_peak(isa);
     test_conv(isa);
   });
 }

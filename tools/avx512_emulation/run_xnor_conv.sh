@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Checks the AVX-512 XNOR popcount kernel on a machine without AVX-512: compiles it against SIMDe's
+# Checks the AVX-512 XNOR kernels (popcount GEMM, bit packing) on a machine without AVX-512: compiles it against SIMDe's
 # emulation of the intrinsics (Debian: apt-get install libsimde-dev) and runs the core unit tests on it.
 set -euo pipefail
 cd "$(dirname "$0")/../.."

@@ -1,23 +1,41 @@
-// The AVX-512 popcount block of the XNOR convolution compiled against SIMDe's portable emulation of
-// the intrinsics, so the AVX-512 path can be checked on machines without AVX-512
-// (tools/avx512_emulation/run_xnor_conv.sh). Test-only; the library uses the real intrinsics.
+// The AVX-512 kernels of the XNOR convolution (popcount GEMM, float32 bit packing) compiled against
+// SIMDe's portable emulation of the intrinsics, so the AVX-512 path can be checked on machines without
+// AVX-512 (tools/avx512_emulation/run_xnor_conv.sh). Test-only; the library uses the real intrinsics.
 #define SIMDE_ENABLE_NATIVE_ALIASES
 #include <simde/x86/avx512.h>
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 typedef simde__mmask8 __mmask8;
-// shims for intrinsics simde 0.7.4 lacks
-static inline simde__m512i _mm512_maskz_loadu_epi64(__mmask8 k, const void* p) {
-  int64_t v[8];
-  for (int i = 0; i < 8; ++i) v[i] = (k >> i & 1) ? static_cast<const int64_t*>(p)[i] : 0;  // masked lanes never read
-  simde__m512i r; std::memcpy(&r, v, 64); return r; }
+typedef simde__mmask16 __mmask16;
+typedef simde__mmask32 __mmask32;
+typedef simde__mmask64 __mmask64;
+// shims for intrinsics simde 0.7.4 lacks (lane by lane; masked lanes are never read)
+static inline simde__m256i _mm512_maskz_cvtepi64_epi32(__mmask8 k, simde__m512i a) {
+  int64_t v[8]; int32_t r[8]; std::memcpy(v, &a, 64);
+  for (int i = 0; i < 8; ++i) r[i] = (k >> i & 1) ? static_cast<int32_t>(v[i]) : 0;
+  simde__m256i o; std::memcpy(&o, r, 32); return o; }
+#define _mm512_mask_cmp_ps_mask(k, a, b, imm) static_cast<__mmask16>((k) & _mm512_cmp_ps_mask((a), (b), (imm)))
+static inline simde__m512 _mm512_maskz_loadu_ps(__mmask16 k, const void* p) {
+  float v[16];
+  for (int i = 0; i < 16; ++i) v[i] = (k >> i & 1) ? static_cast<const float*>(p)[i] : 0.f;
+  simde__m512 o; std::memcpy(&o, v, 64); return o; }
+static inline uint64_t _cvtmask64_u64(__mmask64 k) { return static_cast<uint64_t>(k); }
 #include "core/xnor_conv.h"
 namespace fastpose { namespace core { namespace {
 #include "core/xnor_conv_avx512_kernel.h"
 }
-void xnor_popcount_block_avx512(const uint64_t* x, int64_t xstride, int npix, const uint64_t* w, int64_t wstride,
-                                int nout, const int64_t* xoff, const int64_t* woff, int nseg, int64_t L,
-                                int32_t* dots, int64_t dots_ostride) {
-  xnor512_run(x, xstride, npix, w, wstride, nout, xoff, woff, nseg, L, dots, dots_ostride);
+void xnor_gemm_block_avx512(const uint64_t* x, const int64_t* xoff, int nk, const uint64_t* w, int64_t wstride,
+                            const int64_t* woff, int nout, int npix, int32_t* S, int64_t s_ostride) {
+  xnor512_run(x, xoff, nk, w, wstride, woff, nout, npix, S, s_ostride);
 }
+void pack_row_nchw_f32_avx512(const float* src, int64_t C, int64_t W, int64_t sc, uint64_t* dst, int64_t ps,
+                              int64_t ks) {
+  xnor512_pack_row_nchw(src, C, W, sc, dst, ps, ks);
+}
+void pack_row_nhwc_f32_avx512(const float* src, int64_t C, int64_t W, int64_t sw, uint64_t* dst, int64_t ps,
+                              int64_t ks) {
+  xnor512_pack_row_nhwc(src, C, W, sw, dst, ps, ks);
+}
+int64_t xnor_popcount_peak_avx512(int64_t iters) { return iters * 512; }  // not a measurement here
 }}
