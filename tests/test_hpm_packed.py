@@ -254,12 +254,19 @@ def _ref_model(m, x):
     return outs
 
 
-@pytest.mark.parametrize("stacks,features,size", [(1, 64, (64, 64)), (2, 64, (64, 128)), (1, 256, (64, 64))])
-@pytest.mark.parametrize("cl", [False, True], ids=["nchw", "channels_last"])
+MODEL_CASES = [pytest.param(1, 64, (64, 64), False, id="s1-f64-nchw"),
+               pytest.param(1, 64, (64, 64), True, id="s1-f64-cl"),
+               pytest.param(2, 64, (64, 128), True, id="s2-f64-64x128-cl"),
+               pytest.param(2, 64, (64, 128), False, id="s2-f64-64x128-nchw", marks=pytest.mark.slow),
+               pytest.param(1, 256, (64, 64), False, id="s1-f256-nchw", marks=pytest.mark.slow),
+               pytest.param(1, 256, (128, 64), True, id="s1-f256-128x64-cl", marks=pytest.mark.slow)]
+
+
+@pytest.mark.parametrize("stacks,features,size,cl", MODEL_CASES)
 def test_model_bit_exact(stacks, features, size, cl):
     torch.manual_seed(stacks + features)
     m = _randomise(models.create("binary_hpm_hourglass", stacks=stacks, num_joints=5, features=features))
-    x = torch.randn(2, 3, *size)
+    x = torch.randn(2 if stacks == 2 else 1, 3, *size)
     if cl:
         x = x.contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
@@ -279,9 +286,9 @@ def test_model_bit_exact(stacks, features, size, cl):
 def test_model_cache_follows_parameters():
     """Folded BN / packed filters are cached per module: changing or reloading weights must show."""
     torch.manual_seed(1)
-    m = _randomise(models.create("binary_hpm_hourglass", stacks=1, num_joints=3, features=64))
+    m = _randomise(models.create("binary_hpm_hourglass", stacks=1, num_joints=3, features=64, depth=2))
     x = torch.randn(1, 3, 64, 64)
-    other = _randomise(models.create("binary_hpm_hourglass", stacks=1, num_joints=3, features=64), seed=7)
+    other = _randomise(models.create("binary_hpm_hourglass", stacks=1, num_joints=3, features=64, depth=2), seed=7)
     with torch.no_grad():
         m(x)
         m.load_state_dict(other.state_dict())
@@ -293,7 +300,7 @@ def test_model_cache_follows_parameters():
 
 def test_model_grad_enabled_eval_keeps_autograd_path():
     torch.manual_seed(2)
-    m = _randomise(models.create("binary_hpm_hourglass", stacks=1, num_joints=3, features=64))
+    m = _randomise(models.create("binary_hpm_hourglass", stacks=1, num_joints=3, features=64, depth=1))
     x = torch.randn(1, 3, 64, 64, requires_grad=True)
     out = m(x)[0]
     out.sum().backward()
@@ -305,11 +312,11 @@ def test_model_grad_enabled_eval_keeps_autograd_path():
 
 def test_packed_state_dict_round_trip_inference():
     torch.manual_seed(3)
-    m = _randomise(models.create("binary_hpm_hourglass", stacks=1, num_joints=4, features=64))
+    m = _randomise(models.create("binary_hpm_hourglass", stacks=1, num_joints=4, features=64, depth=2))
     p = fnn.pack(m)
     buf = io.BytesIO()
     torch.save(p.state_dict(), buf)
-    fresh = fnn.pack(models.create("binary_hpm_hourglass", stacks=1, num_joints=4, features=64)).eval()
+    fresh = fnn.pack(models.create("binary_hpm_hourglass", stacks=1, num_joints=4, features=64, depth=2)).eval()
     fresh.load_state_dict(torch.load(io.BytesIO(buf.getvalue()), weights_only=True))
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():

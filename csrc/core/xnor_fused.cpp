@@ -37,6 +37,29 @@ void fused_portable(const XnorConvProblem& p, int64_t n, int64_t oh, int64_t o0,
   const int64_t* rs = p.res_strides;
   const int64_t CWo = xnor_words(p.Cout);
   const int64_t o_end = o0 + no;
+  if (!p.out_packed && os[1] != 1) {
+    // Channel-major output (NCHW-like): channel outer, so consecutive stores are contiguous along W
+    // instead of one page apart.
+    for (int o = 0; o < no; ++o) {
+      const int64_t oc = o0 + o;
+      A* dst = out + n * os[0] + oc * os[1] + oh * os[2];
+      const A* r = res ? res + n * rs[0] + oc * rs[1] + oh * rs[2] : nullptr;
+      const int32_t* s = S + o * s_ostride;
+      const int32_t* e = extra ? extra + o * s_ostride : nullptr;
+      for (int q = 0; q < nq; ++q) {
+        A v = static_cast<A>(k0[q] - 2 * s[q] - (e ? 2 * e[q] : 0));
+        if (alpha) v = v * alpha[oc];
+        if (bias) v = v + bias[oc];
+        if (bns) {
+          v = v * bns[oc];
+          if (bnt) v = v + bnt[oc];
+        }
+        if (r) v = v + r[(q0 + q) * rs[3]];
+        dst[(q0 + q) * os[3]] = v;
+      }
+    }
+    return;
+  }
   for (int q = 0; q < nq; ++q) {
     const int64_t ow = q0 + q;
     A* dst = out + n * os[0] + oh * os[2] + ow * os[3];
