@@ -20,6 +20,34 @@ inline __m512 mul_rn(__m512 a, __m512 b) { return _mm512_mul_round_ps(a, b, kRn)
 inline __m512 add_rn(__m512 a, __m512 b) { return _mm512_add_round_ps(a, b, kRn); }
 inline __mmask16 lanes(int64_t n) { return n >= 16 ? __mmask16(0xffff) : __mmask16((1u << n) - 1); }
 
+// In-register transpose of a 16x16 int32 tile: r[i] = row i -> r[j] = column j.
+inline void transpose16(__m512i r[16]) {
+  __m512i t[16];
+  for (int i = 0; i < 16; i += 2) {
+    t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
+    t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 16; i += 4) {
+    r[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
+    r[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
+    r[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
+    r[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
+  }
+  // r[4b + k], 128-bit lane L = column 4L + k of rows 4b..4b+3; collect the four row groups.
+  for (int k = 0; k < 4; ++k) {
+    t[k] = _mm512_shuffle_i32x4(r[k], r[4 + k], 0x88);  // cols k, 8+k of rows 0..7
+    t[4 + k] = _mm512_shuffle_i32x4(r[k], r[4 + k], 0xdd);  // cols 4+k, 12+k of rows 0..7
+    t[8 + k] = _mm512_shuffle_i32x4(r[8 + k], r[12 + k], 0x88);  // same for rows 8..15
+    t[12 + k] = _mm512_shuffle_i32x4(r[8 + k], r[12 + k], 0xdd);
+  }
+  for (int k = 0; k < 4; ++k) {
+    r[k] = _mm512_shuffle_i32x4(t[k], t[8 + k], 0x88);
+    r[8 + k] = _mm512_shuffle_i32x4(t[k], t[8 + k], 0xdd);
+    r[4 + k] = _mm512_shuffle_i32x4(t[4 + k], t[12 + k], 0x88);
+    r[12 + k] = _mm512_shuffle_i32x4(t[4 + k], t[12 + k], 0xdd);
+  }
+}
+
 }  // namespace
 
 bool xnor_fused_epilogue_avx512(const XnorConvProblem& p, int64_t n, int64_t oh, int64_t o0, int no, int64_t q0,
@@ -49,13 +77,67 @@ bool xnor_fused_epilogue_avx512(const XnorConvProblem& p, int64_t n, int64_t oh,
   const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
                                          _mm512_set1_epi32(static_cast<int32_t>(s_ostride)));
   const __m512 zero = _mm512_setzero_ps();
+  float* const out0 = static_cast<float*>(p.out) + n * os[0] + oh * os[2] + q0 * os[3] + o0;
+  const float* const res0 = res ? res + n * rs[0] + oh * rs[2] + q0 * rs[3] + o0 : nullptr;
+  uint64_t* const words0 = p.out_packed ? p.out_packed + ((n * p.Ho + oh) * p.Wo + q0) * CWo + (o0 >> 6) : nullptr;
+  if (!extra) {
+    // Tiles of 16 pixels x 16 channels: contiguous loads of S rows, transposed in registers, so the
+    // channel-contiguous output needs no gathers.
+    for (int qt = 0; qt < nq; qt += 16) {
+      const int np = nq - qt < 16 ? nq - qt : 16;
+      const __mmask16 pm = lanes(np);
+      const __m512i kv = _mm512_maskz_loadu_epi32(pm, k0 + qt);
+      uint64_t word[16] = {0};
+      for (int j = 0; j < no; j += 16) {
+        const int nc = no - j < 16 ? no - j : 16;
+        const __mmask16 m = lanes(nc);
+        __m512i t[16];
+        for (int i = 0; i < 16; ++i)
+          t[i] = i < nc ? _mm512_sub_epi32(kv, _mm512_slli_epi32(
+                                                   _mm512_maskz_loadu_epi32(pm, S + (j + i) * s_ostride + qt), 1))
+                        : _mm512_setzero_si512();
+        transpose16(t);  // t[pp]: the dots of pixel qt + pp, channels j .. j + 15
+        const int64_t oc = o0 + j;
+        const __m512 va = alpha ? _mm512_maskz_loadu_ps(m, alpha + oc) : zero;
+        const __m512 vb = bias ? _mm512_maskz_loadu_ps(m, bias + oc) : zero;
+        const __m512 vs = bns ? _mm512_maskz_loadu_ps(m, bns + oc) : zero;
+        const __m512 vt = bnt ? _mm512_maskz_loadu_ps(m, bnt + oc) : zero;
+        const __m512 vns = ns ? _mm512_maskz_loadu_ps(m, ns + oc) : zero;
+        const __m512 vnt = nt ? _mm512_maskz_loadu_ps(m, nt + oc) : zero;
+        const bool flush = (j & 63) == 48 || j + 16 >= no;
+        for (int pp = 0; pp < np; ++pp) {
+          const int64_t q = qt + pp;
+          __m512 v = _mm512_cvtepi32_ps(t[pp]);  // exact: |dot| < 2^24
+          if (alpha) v = mul_rn(v, va);
+          if (bias) v = add_rn(v, vb);
+          if (bns) {
+            v = mul_rn(v, vs);
+            if (bnt) v = add_rn(v, vt);
+          }
+          if (words0) {
+            __m512 u = v;
+            if (ns) {
+              u = mul_rn(u, vns);
+              if (nt) u = add_rn(u, vnt);
+            }
+            word[pp] |= uint64_t(_mm512_mask_cmp_ps_mask(m, u, zero, _CMP_GE_OQ)) << (j & 63);
+            if (flush) {
+              words0[q * CWo + (j >> 6)] = word[pp];
+              word[pp] = 0;
+            }
+          }
+          if (res0) v = add_rn(v, _mm512_maskz_loadu_ps(m, res0 + q * rs[3] + j));
+          _mm512_mask_storeu_ps(out0 + q * os[3] + j, m, v);
+        }
+      }
+    }
+    return true;
+  }
   for (int q = 0; q < nq; ++q) {
     const int64_t ow = q0 + q;
     float* dst = static_cast<float*>(p.out) + n * os[0] + oh * os[2] + ow * os[3] + o0;
     const float* r = res ? res + n * rs[0] + oh * rs[2] + ow * rs[3] + o0 : nullptr;
     uint64_t* words = p.out_packed ? p.out_packed + ((n * p.Ho + oh) * p.Wo + ow) * CWo + (o0 >> 6) : nullptr;
-    if (r && q + 4 < nq)  // the residual streams from L2/L3, one short stride per pixel: fetch ahead
-      for (int j = 0; j < no; j += 16) _mm_prefetch(reinterpret_cast<const char*>(r + 4 * rs[3] + j), _MM_HINT_T0);
     const __m512i kq = _mm512_set1_epi32(k0[q]);
     uint64_t word = 0;
     for (int j = 0; j < no; j += 16) {
