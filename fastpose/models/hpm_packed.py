@@ -19,7 +19,7 @@ Exactness contract. In this path BatchNorm is *defined* as the folded affine map
     bn(x) = (x * scale) + shift                 (two roundings, never a fused multiply-add)
 
 and the sign as ``bn(x) >= 0 -> +1`` (-0.0 too; NaN -> -1). The "torch" backend runs the same graph with
-plain PyTorch ops (``xnor_conv2d_fused_reference``: sign, float conv2d of +-1 values, multiply, add,
+plain PyTorch ops (the fused ops' arithmetic on float +-1 tensors: sign, conv2d of +-1 values, multiply, add,
 each a separate op) and the same real-valued convolution calls; the "fastpose" backend is bit-identical
 to it, packed or unpacked, NCHW or channels_last input. The training-mode forward (and eval with
 autograd on, ONNX export, tracing, torch.compile) keeps PyTorch's batch_norm and conv2d, which round
@@ -110,6 +110,40 @@ def _fused_op(x, wp, alpha, bias, cin, stride, padding, dilation, pad_value, s_i
                                          res, s_nx, t_nx, out, out_packed)
 
 
+def _sign_weights(conv, acc):
+    """+-1 filters in ``acc`` (cached) and alpha / bias of a binary conv, for the torch backend."""
+    wp, alpha, bias, padding = _binary_weights(conv)
+    src = conv.weight_packed if isinstance(conv, PackedXNORConv2d) else conv.weight
+    wb = _cached(conv, ("wb",) + _stamp(src) + (acc,),
+                 lambda: _x.binary_unpack(wp, conv.in_channels, acc) if isinstance(conv, PackedXNORConv2d)
+                 else _x.binarize(conv.weight.detach()).to(acc))
+    return wb, alpha, bias, padding
+
+
+def _torch_block(blk, convs, x, res, out):
+    # The torch backend: the fused ops' arithmetic with float +-1 tensors instead of packed bits (the
+    # packing is lossless), each multiply / add its own op. Same values as xnor_conv2d_fused_reference.
+    y = x
+    c0 = 0
+    for bn, conv in zip(blk.bns, convs):
+        s, t = bn_affine(bn)
+        u = y * s.view(1, -1, 1, 1)
+        u = u + t.view(1, -1, 1, 1)
+        wb, alpha, bias, padding = _sign_weights(conv, out.dtype)
+        xb = _x.binarize(u).to(out.dtype)
+        if conv.pad_value == -1:
+            xb = F.pad(xb, (padding[1], padding[1], padding[0], padding[0]), value=-1.0)
+            padding = [0, 0]
+        v = F.conv2d(xb, wb, None, conv.stride, padding, conv.dilation)
+        if alpha is not None:
+            v = v * alpha.to(out.dtype).view(1, -1, 1, 1)
+        if bias is not None:
+            v = v + bias.to(out.dtype).view(1, -1, 1, 1)
+        c1 = c0 + conv.out_channels
+        torch.add(v, res[:, c0:c1], out=out[:, c0:c1])
+        y, c0 = v, c1
+
+
 def hpm_block(blk, x):
     """HPMBlock (binary) forward on the inference path; the output has x's memory format."""
     convs = list(blk.convs)
@@ -128,8 +162,9 @@ def hpm_block(blk, x):
     out = torch.empty((N, cout, H, W), dtype=x.dtype, device=x.device,
                       memory_format=_CL if cl else torch.contiguous_format)
     if convs[0].use_reference:
-        fused = _x.xnor_conv2d_fused_reference
-    elif x.device.type == "cpu":
+        _torch_block(blk, convs, x, res, out)
+        return out
+    if x.device.type == "cpu":
         fused = _fused_op  # arguments built here: skip the Python-side checks (~150 calls per image)
     else:
         fused = _x.xnor_conv2d_fused
