@@ -2,8 +2,10 @@
 
 impl "fastpose": ``fastpose.nn.pack(binary_hpm_hourglass(stacks=1, num_joints=16))``, eval, no grad: the
 fused inference path (fastpose.models.hpm_packed). Baselines, in the same run:
-    eager          the same binary model on its torch backend (plain PyTorch ops: sign, float conv2d of
-                   +-1 values, folded BN), eval, no grad
+    eager          the same binary model on its torch backend, eval, no grad: the same inference graph in
+                   plain PyTorch ops (folded BN, sign, conv2d of +-1 values on channels_last, oneDNN)
+    eager_bn       the torch backend's training-style forward (F.batch_norm, NCHW; what "eager" was
+                   before the inference path), forced by running with autograd on and frozen parameters
     float_nchw     the real-valued hpm_hourglass(stacks=1, num_joints=16) on PyTorch, NCHW
     float_cl       the same, channels_last (model and input)
     float_onnxrt   that float model exported to ONNX and run by onnxruntime (CPU provider, graph
@@ -22,7 +24,7 @@ from _common import num_threads, run, tag
 
 THREADS = sorted({1, 2} | {torch.get_num_threads()})
 SIZE = 256
-IMPLS = ["fastpose", "eager", "float_nchw", "float_cl", "float_onnxrt"]
+IMPLS = ["fastpose", "eager", "eager_bn", "float_nchw", "float_cl", "float_onnxrt"]
 _MODELS = {}
 
 
@@ -41,8 +43,9 @@ def _model(impl):
         torch.manual_seed(0)
         if impl == "fastpose":
             m = fnn.pack(_randomise(models.create("binary_hpm_hourglass", stacks=1, num_joints=16)))
-        elif impl == "eager":
+        elif impl in ("eager", "eager_bn"):
             m = _randomise(models.create("binary_hpm_hourglass", stacks=1, num_joints=16, backend="torch"))
+            m.requires_grad_(False)
         else:
             m = _randomise(models.create("hpm_hourglass", stacks=1, num_joints=16))
             if impl == "float_cl":
@@ -83,7 +86,7 @@ def test_binary_hpm_packed_cpu(benchmark, impl, threads):
         x = x.contiguous(memory_format=torch.channels_last)
 
     def fwd():
-        with torch.no_grad():
+        with torch.set_grad_enabled(impl == "eager_bn"):
             return m(x)
 
     with num_threads(threads):
