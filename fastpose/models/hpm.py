@@ -56,7 +56,7 @@ class HPMBlock(nn.Module):
                          if cin != cout else None)
 
     def forward(self, x):
-        if self.binary and _infer.active(self):
+        if self.binary and _infer.active(self, x):
             return _infer.hpm_block(self, x)  # eval, autograd off: fused kernels (fastpose.models.hpm_packed)
         outs = []
         y = x
@@ -121,7 +121,7 @@ class HPMStackedHourglass(nn.Module):
         self.merge_preds = nn.ModuleList([nn.Conv2d(k, f, 1) for _ in range(stacks - 1)])
 
     def forward(self, x):
-        if self.binary and _infer.active(self):
+        if self.binary and _infer.active(self, x):
             return _infer.stacked_forward(self, x)
         x = torch.relu(self.bn1(self.conv1(x)))
         x = F.avg_pool2d(self.stem[0](x), 2, 2)

@@ -36,9 +36,10 @@ __all__ = ["active", "bn_affine", "hpm_block", "stacked_forward"]
 _CL = torch.channels_last
 
 
-def active(module):
-    """True when ``module`` (a binary HPM block or network) takes the inference path."""
-    if module.training or torch.is_grad_enabled():
+def active(module, x):
+    """True when ``module`` (a binary HPM block or network) takes the inference path for input ``x``
+    (eval, autograd off, float32 / float64; half precision keeps the regular forward)."""
+    if module.training or torch.is_grad_enabled() or x.dtype not in (torch.float32, torch.float64):
         return False
     return not (torch.onnx.is_in_onnx_export() or torch.jit.is_tracing() or torch.compiler.is_compiling())
 
