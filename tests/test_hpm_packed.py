@@ -321,3 +321,18 @@ def test_packed_state_dict_round_trip_inference():
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         assert torch.equal(fresh(x)[0], m(x)[0])
+
+
+def test_model_float64_and_bfloat16():
+    """float64 takes the inference path too (bit-exact between backends and vs the contract); bfloat16
+    keeps the regular forward."""
+    torch.manual_seed(4)
+    m = _randomise(models.create("binary_hpm_hourglass", stacks=1, num_joints=3, features=64, depth=2)).double()
+    x = torch.randn(1, 3, 64, 64, dtype=torch.float64)
+    with torch.no_grad():
+        a = m(x)[0]
+        b = models.set_backend(m, "torch")(x)[0]
+        want = _ref_model(m, x)[0]
+        assert a.dtype == torch.float64 and torch.equal(a, b) and torch.equal(a, want)
+        h = models.set_backend(m, "fastpose").bfloat16()(x.bfloat16())[0]
+    assert h.dtype == torch.bfloat16 and h.shape == a.shape
