@@ -106,6 +106,10 @@ void epilogue(const XnorConvProblem& p, int64_t n, int64_t oh, int64_t o0, int n
   const A* bias = static_cast<const A*>(p.bias);
   const A* bns = static_cast<const A*>(p.bn_scale);
   const A* bnt = static_cast<const A*>(p.bn_shift);
+  if (p.out_strided || p.residual || p.out_packed) {
+    xnor_fused_epilogue(p, n, oh, o0, no, q0, nq, S, s_ostride, k0, extra);
+    return;
+  }
   if (!p.out_nhwc && !extra && !bns && p.out_type == (sizeof(A) == 8 ? ElemType::F64 : ElemType::F32)) {
     // The common case, in loops that vectorise; the multiply and the add still round separately.
     for (int o = 0; o < no; ++o) {

@@ -56,6 +56,24 @@ struct XnorConvProblem {
   // x re-laid out by xnor_conv_prepare_input (N * H rows of xnor_conv_xt_row_words), or nullptr: each
   // work unit then prepares the rows it reads itself (correct, slower when rows are shared by units).
   const uint64_t* xt = nullptr;
+  // Fused epilogue (xnor_conv2d_fused; float32 / float64 output; off while all of these are unset).
+  // With v the output value above (alpha, bias, bn applied):
+  //   out_packed bit (n, oh, ow, o) = ((v * next_scale[o]) + next_shift[o]) >= 0, two roundings, in the
+  //     packed layout (-0.0 -> 1, NaN -> 0): the sign of the next layer's folded BatchNorm of v;
+  //     without next_scale, v >= 0.
+  //   out element = v + residual element (one rounding; v without a residual).
+  // out (with out_strided) and residual are addressed n * s[0] + o * s[1] + oh * s[2] + ow * s[3]
+  // (elements), so a channel slice of a larger tensor is written in place.
+  bool out_strided = false;
+  int64_t out_strides[4] = {0, 0, 0, 0};
+  const void* residual = nullptr;  // out's dtype
+  int64_t res_strides[4] = {0, 0, 0, 0};
+  const void* next_scale = nullptr;  // (Cout) in acc type, or nullptr
+  const void* next_shift = nullptr;  // (Cout) in acc type (with next_scale)
+  // (N, Ho, Wo, xnor_words(Cout)). Each epilogue call stores whole words: output-channel blocks must
+  // start at multiples of 64 and cover 64 channels (or run to Cout), so blocks never share a word.
+  uint64_t* out_packed = nullptr;
+  Isa fused_isa = Isa::Portable;  // ISA of the fused epilogue
 };
 
 // The inner kernels' input layout ("prepared input"). Output pixels are the vector lanes: 8 consecutive
@@ -76,6 +94,22 @@ void xnor_conv_prepare_input(const XnorConvProblem& p, uint64_t* xt, int64_t beg
 // (float32 rows contiguous along W or C, stride 1), else packs each row first. Same result.
 void xnor_conv_prepare_input_from(const XnorConvProblem& p, const PackSource& src, uint64_t* xt, int64_t begin,
                                   int64_t end, Isa isa);
+
+// The fused epilogue (see XnorConvProblem): out elements, residual and packed bits for channels
+// [o0, o0 + no) of pixels [q0, q0 + nq) of row (n, oh); dot = k0[q] - 2 S[o][q] - 2 extra[o][q].
+void xnor_fused_epilogue(const XnorConvProblem& p, int64_t n, int64_t oh, int64_t o0, int no, int64_t q0, int nq,
+                         const int32_t* S, int64_t s_ostride, const int32_t* k0, const int32_t* extra);
+// AVX-512 form for float32 output with unit channel strides (out and residual); false if it does not apply.
+bool xnor_fused_epilogue_avx512(const XnorConvProblem& p, int64_t n, int64_t oh, int64_t o0, int no, int64_t q0,
+                                int nq, const int32_t* S, int64_t s_ostride, const int32_t* k0, const int32_t* extra);
+
+// binarize_pack of a folded BatchNorm of src: bit = ((x * scale[c]) + shift[c]) >= 0, two roundings in
+// src's type (float32 or float64 only; scale / shift in that type), rows [begin, end) of N * H.
+void binarize_pack_affine(const PackSource& src, const void* scale, const void* shift, uint64_t* dst, int64_t begin,
+                          int64_t end, Isa isa);
+// AVX-512 float32 row with contiguous channels (sc == 1): W pixels -> W * CW words.
+void pack_row_affine_nhwc_f32_avx512(const float* src, int64_t C, int64_t W, int64_t sw, const float* scale,
+                                     const float* shift, uint64_t* dst, int64_t CW);
 
 // Work units: (n, oh, block of cout_block output channels).
 int64_t xnor_conv_units(const XnorConvProblem& p);

@@ -2,6 +2,7 @@
 // xnor_conv2d_packed) and the device-independent straight-through backward (xnor_conv2d_backward,
 // CompositeImplicitAutograd: plain ATen ops, so it runs on every device and differentiates again).
 #include <ATen/ATen.h>
+#include <ATen/MemoryOverlap.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
@@ -224,6 +225,155 @@ at::Tensor xnor_conv2d_packed_cpu(const at::Tensor& x, const at::Tensor& weight_
                           opt(bn_scale), opt(bn_shift));
 }
 
+// ---- xnor_conv2d_fused: one convolution of a packed binary network stage, written in place ----
+
+at::Tensor opt_tensor(const c10::optional<at::Tensor>& t) { return t.has_value() ? *t : at::Tensor(); }
+
+// (n) vector of exactly `dtype` (no conversion: a rounded copy would break the exactness contract).
+void check_vector(const at::Tensor& t, int64_t n, at::ScalarType dtype, const char* name) {
+  if (!t.defined()) return;
+  TORCH_CHECK_VALUE(t.dim() == 1 && t.size(0) == n, "xnor_conv2d_fused: ", name, " must be (", n, "), got shape ",
+                    t.sizes());
+  TORCH_CHECK_TYPE(t.scalar_type() == dtype, "xnor_conv2d_fused: ", name, " must be ", dtype, ", got ",
+                   t.scalar_type());
+  TORCH_CHECK_VALUE(t.device().is_cpu(), "xnor_conv2d_fused: ", name, " must be on the CPU");
+}
+
+at::Tensor pack_affine_impl(const at::Tensor& x, const at::Tensor& scale, const at::Tensor& shift) {
+  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
+  const int64_t CW = core::xnor_words(C);
+  at::Tensor out = at::empty({N, H, W, CW}, x.options().dtype(at::kLong));
+  if (out.numel() == 0) return out;
+  const at::Tensor sc = scale.contiguous(), sh = shift.contiguous();
+  core::PackSource s{x.data_ptr(), elem_type_of(x.scalar_type(), "x"), N, C, H, W,
+                     x.stride(0), x.stride(1), x.stride(2), x.stride(3)};
+  uint64_t* dst = reinterpret_cast<uint64_t*>(out.data_ptr<int64_t>());
+  const core::Isa isa = core::active_isa();
+  const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, W * C));
+  at::parallel_for(0, N * H, grain, [&](int64_t b, int64_t e) {
+    core::binarize_pack_affine(s, sc.data_ptr(), sh.data_ptr(), dst, b, e, isa);
+  });
+  return out;
+}
+
+void xnor_conv2d_fused_cpu(const at::Tensor& x, const at::Tensor& weight_packed, const c10::optional<at::Tensor>& alpha_o,
+                           const c10::optional<at::Tensor>& bias_o, int64_t in_channels, at::IntArrayRef stride,
+                           at::IntArrayRef padding, at::IntArrayRef dilation, int64_t pad_value,
+                           const c10::optional<at::Tensor>& in_scale_o, const c10::optional<at::Tensor>& in_shift_o,
+                           const c10::optional<at::Tensor>& residual_o, const c10::optional<at::Tensor>& next_scale_o,
+                           const c10::optional<at::Tensor>& next_shift_o, const at::Tensor& out,
+                           const c10::optional<at::Tensor>& out_packed_o) {
+  const char* op = "xnor_conv2d_fused";
+  TORCH_CHECK_VALUE(in_channels >= 1, op, ": in_channels must be >= 1, got ", in_channels);
+  TORCH_CHECK_VALUE(pad_value == 0 || pad_value == -1, op, ": pad_value must be 0 or -1, got ", pad_value);
+  const int64_t CW = core::xnor_words(in_channels);
+  TORCH_CHECK_TYPE(weight_packed.scalar_type() == at::kLong, op, ": weight_packed must be int64, got ",
+                   weight_packed.scalar_type());
+  TORCH_CHECK_VALUE(weight_packed.dim() == 4 && weight_packed.size(3) == CW, op, ": weight_packed must be (Cout, KH, KW, ",
+                    CW, ") for in_channels=", in_channels, ", got shape ", weight_packed.sizes());
+  TORCH_CHECK_VALUE(out.dim() == 4, op, ": out must be (N, Cout, Ho, Wo), got shape ", out.sizes());
+  TORCH_CHECK_TYPE(out.scalar_type() == at::kFloat || out.scalar_type() == at::kDouble, op,
+                   ": out must be float32 or float64, got ", out.scalar_type());
+  const at::ScalarType acc = out.scalar_type();
+  const at::Tensor in_scale = opt_tensor(in_scale_o), in_shift = opt_tensor(in_shift_o);
+  TORCH_CHECK_VALUE(in_scale.defined() == in_shift.defined(), op, ": in_scale and in_shift go together");
+  at::Tensor xp;
+  int64_t N, H, W;
+  if (x.scalar_type() == at::kLong) {
+    TORCH_CHECK_VALUE(x.dim() == 4 && x.size(3) == CW, op, ": packed x must be (N, H, W, ", CW,
+                      ") int64 words for in_channels=", in_channels, ", got shape ", x.sizes());
+    TORCH_CHECK_VALUE(!in_scale.defined(), op, ": in_scale / in_shift need a float x (packed x holds signs only)");
+    xp = x.contiguous();
+    N = x.size(0), H = x.size(1), W = x.size(2);
+  } else {
+    TORCH_CHECK_VALUE(x.dim() == 4 && x.size(1) == in_channels, op, ": x must be (N, ", in_channels,
+                      ", H, W), got shape ", x.sizes());
+    elem_type_of(x.scalar_type(), "x");
+    N = x.size(0), H = x.size(2), W = x.size(3);
+    if (in_scale.defined()) {
+      TORCH_CHECK_TYPE(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble, op,
+                       ": with in_scale, x must be float32 or float64, got ", x.scalar_type());
+      check_vector(in_scale, in_channels, x.scalar_type(), "in_scale");
+      check_vector(in_shift, in_channels, x.scalar_type(), "in_shift");
+      xp = pack_affine_impl(x, in_scale, in_shift);
+    } else {
+      xp = pack_impl(x, "x");
+    }
+  }
+  const Geometry g = geometry(N, in_channels, H, W, weight_packed.size(0), weight_packed.size(1),
+                              weight_packed.size(2), stride, padding, dilation);
+  TORCH_CHECK_VALUE(out.sizes() == at::IntArrayRef({g.N, g.Cout, g.Ho, g.Wo}), op, ": out must be (", g.N, ", ",
+                    g.Cout, ", ", g.Ho, ", ", g.Wo, "), got shape ", out.sizes());
+  at::assert_no_internal_overlap(out);
+  const at::Tensor residual = opt_tensor(residual_o);
+  if (residual.defined()) {
+    TORCH_CHECK_VALUE(residual.sizes() == out.sizes(), op, ": residual must have out's shape ", out.sizes(), ", got ",
+                      residual.sizes());
+    TORCH_CHECK_TYPE(residual.scalar_type() == acc, op, ": residual must be ", acc, " like out, got ",
+                     residual.scalar_type());
+    at::assert_no_partial_overlap(out, residual);
+  }
+  const at::Tensor ns = opt_tensor(next_scale_o), nt = opt_tensor(next_shift_o);
+  const at::Tensor out_packed = opt_tensor(out_packed_o);
+  TORCH_CHECK_VALUE(ns.defined() || !nt.defined(), op, ": next_shift needs next_scale");
+  TORCH_CHECK_VALUE(out_packed.defined() || !ns.defined(), op, ": next_scale needs out_packed");
+  check_vector(ns, g.Cout, acc, "next_scale");
+  check_vector(nt, g.Cout, acc, "next_shift");
+  const int64_t CWo = core::xnor_words(g.Cout);
+  if (out_packed.defined()) {
+    TORCH_CHECK_TYPE(out_packed.scalar_type() == at::kLong, op, ": out_packed must be int64, got ",
+                     out_packed.scalar_type());
+    TORCH_CHECK_VALUE(out_packed.sizes() == at::IntArrayRef({g.N, g.Ho, g.Wo, CWo}) && out_packed.is_contiguous(), op,
+                      ": out_packed must be a contiguous (", g.N, ", ", g.Ho, ", ", g.Wo, ", ", CWo,
+                      ") int64 tensor, got shape ", out_packed.sizes());
+    at::assert_no_overlap(out_packed, xp);
+  }
+  if (out.numel() == 0) return;
+  const at::Tensor alpha = per_channel(opt_tensor(alpha_o), g, acc, "alpha");
+  const at::Tensor bias = per_channel(opt_tensor(bias_o), g, acc, "bias");
+  const at::Tensor w = weight_packed.contiguous();
+  const uint64_t* wptr = reinterpret_cast<const uint64_t*>(w.data_ptr<int64_t>());
+  std::vector<int32_t> wpop;
+  if (pad_value != 0) {
+    wpop.resize(g.Cout * g.KH * g.KW);
+    core::xnor_weight_popcounts(wptr, g.Cout * g.KH * g.KW, CW, wpop.data());
+  }
+  core::XnorConvProblem p;
+  p.x = reinterpret_cast<const uint64_t*>(xp.data_ptr<int64_t>());
+  p.w = wptr;
+  p.N = g.N, p.Cin = g.Cin, p.H = g.H, p.W = g.W, p.Cout = g.Cout, p.KH = g.KH, p.KW = g.KW;
+  p.sh = g.sh, p.sw = g.sw, p.ph = g.ph, p.pw = g.pw, p.dh = g.dh, p.dw = g.dw;
+  p.Ho = g.Ho, p.Wo = g.Wo, p.CW = CW;
+  p.pad_value = static_cast<int>(pad_value);
+  p.wpop = wpop.empty() ? nullptr : wpop.data();
+  p.alpha = alpha.defined() ? alpha.data_ptr() : nullptr;
+  p.bias = bias.defined() ? bias.data_ptr() : nullptr;
+  p.bn_scale = nullptr;
+  p.bn_shift = nullptr;
+  p.out = out.data_ptr();
+  p.out_type = elem_type_of(acc, "out");
+  p.out_nhwc = false;
+  p.out_strided = true;
+  for (int i = 0; i < 4; ++i) p.out_strides[i] = out.stride(i);
+  if (residual.defined()) {
+    p.residual = residual.data_ptr();
+    for (int i = 0; i < 4; ++i) p.res_strides[i] = residual.stride(i);
+  }
+  p.next_scale = ns.defined() ? ns.data_ptr() : nullptr;
+  p.next_shift = nt.defined() ? nt.data_ptr() : nullptr;
+  p.out_packed = out_packed.defined() ? reinterpret_cast<uint64_t*>(out_packed.data_ptr<int64_t>()) : nullptr;
+  const core::Isa isa = core::active_isa();
+  p.fused_isa = isa;
+  const int64_t threads = at::get_num_threads();
+  int64_t cb = std::min<int64_t>(g.Cout, 64);
+  // Packed output: blocks of whole 64-channel words (xnor_conv.h), so no two threads share a word.
+  if (!out_packed.defined())
+    while (cb > 4 && g.N * g.Ho * ((g.Cout + cb - 1) / cb) < 4 * threads) cb = (cb + 1) / 2;
+  p.cout_block = cb;
+  const int64_t units = core::xnor_conv_units(p);
+  at::parallel_for(0, units, 1, [&](int64_t b, int64_t e) { core::xnor_conv2d_forward(p, b, e, isa); });
+}
+
 // Straight-through backward of  out = conv2d(sign(x), alpha(w) * sign(w)) + bias  with the surrogate
 //   x -> clamp(x, -1, 1)          (gradient passes where |x| <= 1)
 //   w -> alpha(w) * w             (alpha = mean |w| per output channel, differentiated too: XNOR-Net)
@@ -295,6 +445,7 @@ TORCH_LIBRARY_IMPL(fastpose, CPU, m) {
   m.impl("binarize_pack", &binarize_pack_cpu);
   m.impl("xnor_conv2d", &xnor_conv2d_cpu);
   m.impl("xnor_conv2d_packed", &xnor_conv2d_packed_cpu);
+  m.impl("xnor_conv2d_fused", &xnor_conv2d_fused_cpu);
 }
 
 TORCH_LIBRARY_IMPL(fastpose, CompositeImplicitAutograd, m) {

@@ -17,6 +17,7 @@ from torch import nn
 
 from ..nn.binary import BinaryActivation, XNORConv2d
 from ..nn.merge import UpsampleAdd
+from . import hpm_packed as _infer
 
 
 class _BatchNorm2d(nn.BatchNorm2d):
@@ -55,6 +56,8 @@ class HPMBlock(nn.Module):
                          if cin != cout else None)
 
     def forward(self, x):
+        if self.binary and _infer.active(self, x):
+            return _infer.hpm_block(self, x)  # eval, autograd off: fused kernels (fastpose.models.hpm_packed)
         outs = []
         y = x
         for bn, act, conv in zip(self.bns, self.acts, self.convs):
@@ -118,6 +121,8 @@ class HPMStackedHourglass(nn.Module):
         self.merge_preds = nn.ModuleList([nn.Conv2d(k, f, 1) for _ in range(stacks - 1)])
 
     def forward(self, x):
+        if self.binary and _infer.active(self, x):
+            return _infer.stacked_forward(self, x)
         x = torch.relu(self.bn1(self.conv1(x)))
         x = F.avg_pool2d(self.stem[0](x), 2, 2)
         x = self.stem[2](self.stem[1](x))

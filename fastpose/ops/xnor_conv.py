@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from .._checks import FLOAT_DTYPES, check_int, check_same_device, check_tensor
 
 __all__ = ["binarize", "binarize_pack", "binary_unpack", "xnor_alpha", "xnor_conv2d", "xnor_conv2d_packed",
-           "xnor_conv2d_reference", "packed_words"]
+           "xnor_conv2d_reference", "xnor_conv2d_fused", "xnor_conv2d_fused_reference", "packed_words"]
 
 
 def packed_words(channels):
@@ -118,6 +118,12 @@ def _xnor_conv2d_packed_fake(x, weight_packed, alpha, bias, in_channels, stride,
     Wo = _out_size(W, KW, stride[1], padding[1], dilation[1])
     out = x.new_empty((N, Cout, Ho, Wo), dtype=dtype)
     return out.contiguous(memory_format=torch.channels_last) if cl else out
+
+
+@torch.library.register_fake("fastpose::xnor_conv2d_fused")
+def _xnor_conv2d_fused_fake(x, weight_packed, alpha, bias, in_channels, stride, padding, dilation, pad_value,
+                            in_scale, in_shift, residual, next_scale, next_shift, out, out_packed):
+    return None  # writes out / out_packed in place
 
 
 def _setup(ctx, inputs, output):
@@ -322,3 +328,88 @@ def xnor_conv2d_packed(x, weight_packed, alpha, bias, in_channels, stride=1, pad
     return torch.ops.fastpose.xnor_conv2d_packed(x, weight_packed, alpha, bias, int(in_channels), stride, padding,
                                                  dilation, int(pad_value), bn_scale, bn_shift, out_dtype,
                                                  bool(channels_last))
+
+
+# ---------------------------------------------------------------------------------------------------
+# The fused form of one convolution of a packed binary stage (the packed HPM model's building block)
+
+
+def xnor_conv2d_fused_reference(x, weight_packed, alpha, bias, in_channels, stride=1, padding=0, dilation=1,
+                                pad_value=0, in_scale=None, in_shift=None, residual=None, next_scale=None,
+                                next_shift=None, *, out, out_packed=None):
+    """``xnor_conv2d_fused`` through plain PyTorch ops (any device); writes ``out`` and ``out_packed``.
+
+    Every multiply and add is its own op, so each rounds once: exactly the kernel's arithmetic.
+    """
+    stride, padding, dilation = _pair(stride, "stride"), _pair(padding, "padding"), _pair(dilation, "dilation")
+    acc = out.dtype
+    if x.dtype == torch.int64:
+        xb = binary_unpack(x, in_channels, acc)
+    else:
+        if in_scale is not None:
+            x = x * in_scale.view(1, -1, 1, 1)
+            x = x + in_shift.view(1, -1, 1, 1)
+        xb = binarize(x).to(acc)
+    wb = binary_unpack(weight_packed, in_channels, acc)
+    if pad_value == -1:
+        xb = F.pad(xb, (padding[1], padding[1], padding[0], padding[0]), value=-1.0)
+        padding = [0, 0]
+    v = F.conv2d(xb, wb, stride=stride, padding=padding, dilation=dilation)  # exact integers
+    if alpha is not None:
+        v = v * alpha.to(acc).view(1, -1, 1, 1)
+    if bias is not None:
+        v = v + bias.to(acc).view(1, -1, 1, 1)
+    if out_packed is not None:
+        u = v
+        if next_scale is not None:
+            u = u * next_scale.view(1, -1, 1, 1)
+            if next_shift is not None:
+                u = u + next_shift.view(1, -1, 1, 1)
+        out_packed.copy_(binarize_pack_reference(u))
+    out.copy_(v + residual if residual is not None else v)
+
+
+def xnor_conv2d_fused(x, weight_packed, alpha, bias, in_channels, stride=1, padding=0, dilation=1, pad_value=0,
+                      in_scale=None, in_shift=None, residual=None, next_scale=None, next_shift=None, *, out,
+                      out_packed=None):
+    """One binary convolution of a packed network stage, its results written in place (inference only).
+
+    Computes, with every multiply and add rounded on its own (no fused multiply-add), in ``out.dtype``:
+
+        xb  = sign(x * in_scale + in_shift)    float x and a folded BatchNorm (x's dtype, float32/float64)
+              sign(x)                          float x without in_scale; packed int64 x is used as is
+        v   = conv2d(xb, sign(w)) * alpha + bias                  (as ``xnor_conv2d_packed``)
+        out[...]        = v + residual                            (v without residual)
+        out_packed[...] = binarize_pack(v * next_scale + next_shift)   (binarize_pack(v) without next_scale)
+
+    ``out``: float32/float64 (N, Cout, Ho, Wo) with any strides, e.g. a channel slice ``buf[:, c0:c1]`` of
+    a concatenation written in place. ``residual``: out's shape and dtype (e.g. the matching slice of the
+    shortcut). ``out_packed``: contiguous int64 (N, Ho, Wo, ceil(Cout / 64)): the next binary convolution's
+    packed input, so its BatchNorm + sign never materialise a float tensor. in_scale / in_shift: (Cin) in
+    x's dtype; next_scale / next_shift: (Cout) in out's dtype. ``v >= 0`` maps to +1 (-0.0 too), NaN to -1.
+
+    CPU kernels; on other devices the plain PyTorch reference ``xnor_conv2d_fused_reference`` runs.
+    """
+    check_tensor("weight_packed", weight_packed, ndim=4, dtypes=(torch.int64,))
+    cw = packed_words(in_channels)
+    if weight_packed.shape[-1] != cw:
+        raise ValueError(f"weight_packed must be (Cout, KH, KW, {cw}) int64 words for in_channels={in_channels}, "
+                         f"got shape {tuple(weight_packed.shape)}")
+    _check_x(x, in_channels)
+    check_tensor("out", out, ndim=4, dtypes=(torch.float32, torch.float64))
+    if out_packed is not None:
+        check_tensor("out_packed", out_packed, ndim=4, dtypes=(torch.int64,))
+    if residual is not None:
+        check_tensor("residual", residual, ndim=4, dtypes=(out.dtype,))
+    if (in_scale is None) != (in_shift is None):
+        raise ValueError("in_scale and in_shift go together")
+    if next_scale is not None and out_packed is None:
+        raise ValueError("next_scale needs out_packed")
+    if not isinstance(pad_value, (int, float)) or pad_value not in (0, -1):
+        raise ValueError(f"pad_value must be 0 or -1, got {pad_value!r}")
+    stride, padding, dilation = _pair(stride, "stride"), _pair(padding, "padding"), _pair(dilation, "dilation")
+    args = (x, weight_packed, alpha, bias, int(in_channels), stride, padding, dilation, int(pad_value), in_scale,
+            in_shift, residual, next_scale, next_shift)
+    if out.device.type != "cpu":
+        return xnor_conv2d_fused_reference(*args, out=out, out_packed=out_packed)
+    torch.ops.fastpose.xnor_conv2d_fused(*args, out, out_packed)

@@ -1,0 +1,205 @@
+"""The inference path of the binary HPM hourglass (eval mode, autograd off), packed or not.
+
+An HPM block is three binary convolutions in a chain, each reading only the signs of a BatchNorm of
+the previous output; their outputs are concatenated and the shortcut added. Here each convolution is one
+``fastpose.ops.xnor_conv2d_fused`` call that
+
+- reads the block input through its BatchNorm folded into the bit packing (no float ``bn(x)``),
+- writes its float output straight into its channel slice of the block's output, shortcut added
+  (no separate concatenation or residual pass), and
+- writes the packed signs of the next BatchNorm of that output: the next convolution's input.
+
+Activations are channels_last from the first convolution on; the real-valued convolutions (stem,
+projections, heads, merges) run through oneDNN on channels_last tensors, which at one thread and batch 1
+PyTorch's own dispatch does not pick for 1x1 filters (it uses the NCHW ``_slow_conv2d_forward``).
+
+Exactness contract. In this path BatchNorm is *defined* as the folded affine map, in the model's dtype,
+
+    scale = weight / sqrt(running_var + eps),   shift = bias - running_mean * scale,
+    bn(x) = (x * scale) + shift                 (two roundings, never a fused multiply-add)
+
+and the sign as ``bn(x) >= 0 -> +1`` (-0.0 too; NaN -> -1). The "torch" backend runs the same graph with
+plain PyTorch ops (the fused ops' arithmetic on float +-1 tensors: sign, conv2d of +-1 values, multiply, add,
+each a separate op) and the same real-valued convolution calls; the "fastpose" backend is bit-identical
+to it, packed or unpacked, NCHW or channels_last input. The training-mode forward (and eval with
+autograd on, ONNX export, tracing, torch.compile) keeps PyTorch's batch_norm and conv2d, which round
+differently, so it matches this path only to float rounding (and the sign flips that rounding causes).
+"""
+import torch
+import torch.nn.functional as F
+
+from ..nn.binary import PackedXNORConv2d, XNORConv2d, _conv_padding
+from ..ops import xnor_conv as _x
+
+__all__ = ["active", "bn_affine", "hpm_block", "stacked_forward"]
+
+_CL = torch.channels_last
+
+
+def active(module, x):
+    """True when ``module`` (a binary HPM block or network) takes the inference path for input ``x``
+    (eval, autograd off, float32 / float64; half precision keeps the regular forward)."""
+    if module.training or torch.is_grad_enabled() or x.dtype not in (torch.float32, torch.float64):
+        return False
+    return not (torch.onnx.is_in_onnx_export() or torch.jit.is_tracing() or torch.compiler.is_compiling())
+
+
+def _cached(module, key, make):
+    # Derived tensors (folded BN, packed filters, channels_last weights) recomputed only when a source
+    # tensor changed: in-place updates bump _version, .to() / load_state_dict(assign) change data_ptr.
+    cache = module.__dict__.setdefault("_fastpose_infer_cache", {})
+    hit = cache.get(key[0])
+    if hit is not None and hit[0] == key[1:]:
+        return hit[1]
+    val = make()
+    cache[key[0]] = (key[1:], val)
+    return val
+
+
+def _stamp(*tensors):
+    return tuple((t.data_ptr(), t._version, t.dtype, t.device) if t is not None else None for t in tensors)
+
+
+def bn_affine(bn):
+    """(scale, shift) of the folded eval BatchNorm (module docstring), in the running stats' dtype."""
+    def make():
+        mean, var = bn.running_mean, bn.running_var
+        scale = 1.0 / torch.sqrt(var + bn.eps) if bn.weight is None else bn.weight / torch.sqrt(var + bn.eps)
+        shift = -mean * scale if bn.bias is None else bn.bias - mean * scale
+        return scale.detach().contiguous(), shift.detach().contiguous()
+    return _cached(bn, ("bn",) + _stamp(bn.weight, bn.bias, bn.running_mean, bn.running_var), make)
+
+
+def _bn_(bn, x):
+    """bn(x) in place on a fresh tensor (two separate ops, each rounding once)."""
+    s, t = bn_affine(bn)
+    return x.mul_(s.view(1, -1, 1, 1)).add_(t.view(1, -1, 1, 1))
+
+
+def _binary_weights(conv):
+    """(packed filters, alpha or None, bias or None, padding) of an XNORConv2d / PackedXNORConv2d."""
+    if isinstance(conv, PackedXNORConv2d):
+        return conv.weight_packed, conv.alpha, conv.bias, list(conv.padding)
+    if not isinstance(conv, XNORConv2d):
+        raise TypeError(f"expected an XNORConv2d or PackedXNORConv2d, got {type(conv).__name__}")
+
+    def make():
+        w = conv.weight.detach()
+        acc = torch.float64 if w.dtype == torch.float64 else torch.float32
+        return (torch.ops.fastpose.binarize_pack(w) if w.device.type == "cpu" else _x.binarize_pack_reference(w),
+                _x.xnor_alpha(w, acc) if conv.scale else None)
+    wp, alpha = _cached(conv, ("w",) + _stamp(conv.weight), make)
+    bias = conv.bias.detach() if conv.bias is not None else None
+    return wp, alpha, bias, list(_conv_padding(conv.padding, conv.kernel_size, conv.dilation))
+
+
+def real_conv(conv, x):
+    """A real-valued nn.Conv2d on channels_last x: oneDNN directly on CPU float32, else F.conv2d."""
+    if (x.device.type == "cpu" and x.dtype == torch.float32 and torch.backends.mkldnn.is_available()
+            and torch.backends.mkldnn.enabled and conv.padding_mode == "zeros" and not isinstance(conv.padding, str)):
+        w = _cached(conv, ("cl",) + _stamp(conv.weight),
+                    lambda: conv.weight.detach().contiguous(memory_format=_CL))
+        b = conv.bias.detach() if conv.bias is not None else None
+        return torch.ops.aten.mkldnn_convolution(x, w, b, list(conv.padding), list(conv.stride), list(conv.dilation),
+                                                 conv.groups)
+    return F.conv2d(x, conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+
+
+def _fused_op(x, wp, alpha, bias, cin, stride, padding, dilation, pad_value, s_in, t_in, res, s_nx, t_nx, *, out,
+              out_packed):
+    torch.ops.fastpose.xnor_conv2d_fused(x, wp, alpha, bias, cin, stride, padding, dilation, pad_value, s_in, t_in,
+                                         res, s_nx, t_nx, out, out_packed)
+
+
+def _sign_weights(conv, acc):
+    """+-1 filters in ``acc`` (cached) and alpha / bias of a binary conv, for the torch backend."""
+    wp, alpha, bias, padding = _binary_weights(conv)
+    src = conv.weight_packed if isinstance(conv, PackedXNORConv2d) else conv.weight
+    wb = _cached(conv, ("wb",) + _stamp(src) + (acc,),
+                 lambda: _x.binary_unpack(wp, conv.in_channels, acc) if isinstance(conv, PackedXNORConv2d)
+                 else _x.binarize(conv.weight.detach()).to(acc))
+    return wb, alpha, bias, padding
+
+
+def _torch_block(blk, convs, x, res, out):
+    # The torch backend: the fused ops' arithmetic with float +-1 tensors instead of packed bits (the
+    # packing is lossless), each multiply / add its own op. Same values as xnor_conv2d_fused_reference.
+    y = x
+    c0 = 0
+    for bn, conv in zip(blk.bns, convs):
+        s, t = bn_affine(bn)
+        u = y * s.view(1, -1, 1, 1)
+        u = u + t.view(1, -1, 1, 1)
+        wb, alpha, bias, padding = _sign_weights(conv, out.dtype)
+        xb = _x.binarize(u).to(out.dtype)
+        if conv.pad_value == -1:
+            xb = F.pad(xb, (padding[1], padding[1], padding[0], padding[0]), value=-1.0)
+            padding = [0, 0]
+        v = F.conv2d(xb, wb, None, conv.stride, padding, conv.dilation)
+        if alpha is not None:
+            v = v * alpha.to(out.dtype).view(1, -1, 1, 1)
+        if bias is not None:
+            v = v + bias.to(out.dtype).view(1, -1, 1, 1)
+        c1 = c0 + conv.out_channels
+        torch.add(v, res[:, c0:c1], out=out[:, c0:c1])
+        y, c0 = v, c1
+
+
+def hpm_block(blk, x):
+    """HPMBlock (binary) forward on the inference path; the output has x's memory format."""
+    convs = list(blk.convs)
+    N, cin, H, W = x.shape
+    if cin != convs[0].in_channels:
+        raise ValueError(f"HPMBlock: x must have {convs[0].in_channels} channels, got shape {tuple(x.shape)}")
+    cl = x.dim() == 4 and x.is_contiguous(memory_format=_CL)
+    if blk.shortcut is None:
+        res = x
+    else:
+        bn, _, conv = blk.shortcut
+        s, t = bn_affine(bn)
+        u = (x * s.view(1, -1, 1, 1)).add_(t.view(1, -1, 1, 1)).relu_()
+        res = real_conv(conv, u.contiguous(memory_format=_CL) if cl else u)
+    cout = sum(c.out_channels for c in convs)
+    out = torch.empty((N, cout, H, W), dtype=x.dtype, device=x.device,
+                      memory_format=_CL if cl else torch.contiguous_format)
+    if convs[0].use_reference:
+        _torch_block(blk, convs, x, res, out)
+        return out
+    if x.device.type == "cpu":
+        fused = _fused_op  # arguments built here: skip the Python-side checks (~150 calls per image)
+    else:
+        fused = _x.xnor_conv2d_fused
+    aff = [bn_affine(b) for b in blk.bns]
+    inp, c0 = x, 0
+    for k, conv in enumerate(convs):
+        wp, alpha, bias, padding = _binary_weights(conv)
+        c1 = c0 + conv.out_channels
+        last = k == len(convs) - 1
+        nxt = None if last else torch.empty((N, H, W, _x.packed_words(conv.out_channels)), dtype=torch.int64,
+                                            device=x.device)
+        s_in, t_in = aff[0] if k == 0 else (None, None)
+        s_nx, t_nx = (None, None) if last else aff[k + 1]
+        fused(inp, wp, alpha, bias, conv.in_channels, list(conv.stride), padding, list(conv.dilation), conv.pad_value,
+              s_in, t_in, res[:, c0:c1], s_nx, t_nx, out=out[:, c0:c1], out_packed=nxt)
+        inp, c0 = nxt, c1
+    return out
+
+
+def stacked_forward(model, x):
+    """HPMStackedHourglass (binary) forward on the inference path: channels_last from the first conv on;
+    the heatmaps come back in x's memory format."""
+    fmt = _CL if x.dim() == 4 and x.is_contiguous(memory_format=_CL) and not x.is_contiguous() \
+        else torch.contiguous_format
+    x = x.contiguous(memory_format=_CL)
+    x = _bn_(model.bn1, real_conv(model.conv1, x)).relu_()
+    x = F.avg_pool2d(model.stem[0](x), 2, 2)
+    x = model.stem[2](model.stem[1](x))
+    outs = []
+    for i, hg in enumerate(model.hgs):
+        conv, bn, _ = model.heads[i]
+        feat = _bn_(bn, real_conv(conv, model.tops[i](hg(x)))).relu_()
+        pred = real_conv(model.preds[i], feat)
+        outs.append(pred.contiguous(memory_format=fmt))
+        if i < len(model.hgs) - 1:
+            x = x + real_conv(model.merge_features[i], feat) + real_conv(model.merge_preds[i], pred)
+    return outs

@@ -1,0 +1,338 @@
+"""The packed inference path of the binary HPM hourglass: ``fastpose.ops.xnor_conv2d_fused`` against its
+plain-PyTorch reference (bit-exact, every ISA, odd sizes, strided / sliced outputs, float64, empty
+batches, edge values of the sign) and the model (fastpose.models.hpm_packed) against a from-scratch
+reference of the documented contract: folded BatchNorm as two roundings, sign(v) = v >= 0, float conv of
++-1 values times alpha, concatenation plus shortcut.
+"""
+import io
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import fastpose
+import fastpose.nn as fnn
+from fastpose import models
+from fastpose.models import hpm_packed
+from fastpose.ops import xnor_conv as X
+
+ISAS = [i for i in ("portable", "avx2", "avx512") if fastpose.build_info().get(f"{i}_supported", i == "portable")]
+
+
+@pytest.fixture(params=ISAS)
+def isa(request, monkeypatch):
+    monkeypatch.setenv("FASTPOSE_ISA", request.param)
+    return request.param
+
+
+def _gen(seed):
+    return torch.Generator().manual_seed(seed)
+
+
+def _case(g, N, Cin, Cout, H, W, k=3, stride=1, padding=1, dilation=1, pad_value=0, dtype=torch.float32,
+          packed_x=False, affine=True, residual=True, packed_out=True, next_bn=True, layout="cl", ctot_extra=5):
+    x = torch.randn(N, Cin, H, W, generator=g, dtype=dtype)
+    if layout == "cl":
+        x = x.contiguous(memory_format=torch.channels_last)
+    elif layout == "strided":
+        x = torch.randn(N, Cin, H, 2 * W, generator=g, dtype=dtype)[..., ::2]
+    w = torch.randn(Cout, Cin, k, k, generator=g, dtype=dtype)
+    wp = torch.ops.fastpose.binarize_pack(w)
+    alpha = X.xnor_alpha(w, dtype)
+    s = (torch.rand(Cin, generator=g, dtype=dtype) + 0.5) * torch.where(torch.rand(Cin, generator=g) < 0.2, -1, 1).to(dtype)
+    t = torch.randn(Cin, generator=g, dtype=dtype) * 0.3
+    Ho = (H + 2 * padding - dilation * (k - 1) - 1) // stride + 1
+    Wo = (W + 2 * padding - dilation * (k - 1) - 1) // stride + 1
+    # out: a channel slice [2, 2 + Cout) of a larger buffer in the given layout
+    fmt = torch.channels_last if layout == "cl" else torch.contiguous_format
+    buf = torch.full((N, Cout + ctot_extra, Ho, Wo), 7.0, dtype=dtype).contiguous(memory_format=fmt)
+    rbuf = torch.randn(N, Cout + ctot_extra, Ho, Wo, generator=g, dtype=dtype).contiguous(memory_format=fmt)
+    ns = torch.randn(Cout, generator=g, dtype=dtype)
+    nt = torch.randn(Cout, generator=g, dtype=dtype) * 0.5
+    args = dict(
+        x=torch.ops.fastpose.binarize_pack(x) if packed_x else x, weight_packed=wp, alpha=alpha,
+        bias=torch.randn(Cout, generator=g, dtype=dtype) if k == 1 else None, in_channels=Cin, stride=stride,
+        padding=padding, dilation=dilation, pad_value=pad_value,
+        in_scale=s if affine and not packed_x else None, in_shift=t if affine and not packed_x else None,
+        residual=rbuf[:, 2:2 + Cout] if residual else None, next_scale=ns if next_bn and packed_out else None,
+        next_shift=nt if next_bn and packed_out else None)
+    return args, buf, (N, Ho, Wo, X.packed_words(Cout))
+
+
+def _run(fn, args, buf, pshape):
+    out_buf = buf.clone(memory_format=torch.preserve_format)
+    cout = args["weight_packed"].shape[0]
+    packed = torch.full(pshape, -1, dtype=torch.int64) if pshape is not None else None
+    a = dict(args)
+    fn(a.pop("x"), a.pop("weight_packed"), a.pop("alpha"), a.pop("bias"), a.pop("in_channels"), **a,
+       out=out_buf[:, 2:2 + cout], out_packed=packed)
+    return out_buf, packed
+
+
+def _check(args, buf, pshape, packed_out=True):
+    pshape = pshape if packed_out else None
+    got = _run(X.xnor_conv2d_fused, args, buf, pshape)
+    want = _run(X.xnor_conv2d_fused_reference, args, buf, pshape)
+    assert torch.equal(got[0], want[0])  # includes the untouched channels around the slice
+    if packed_out:
+        assert torch.equal(got[1], want[1])
+    return got
+
+
+SHAPES = [  # N, Cin, Cout, H, W
+    (1, 64, 64, 9, 11), (2, 256, 128, 8, 8), (1, 65, 130, 5, 7), (1, 1, 1, 4, 3), (3, 63, 65, 6, 5),
+    (1, 130, 200, 7, 9), (2, 128, 32, 13, 4)]
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_fused_matches_reference(shape, isa):
+    N, Cin, Cout, H, W = shape
+    g = _gen(sum(shape))
+    _check(*_case(g, N, Cin, Cout, H, W))
+
+
+@pytest.mark.parametrize("variant", ["nchw", "strided", "packed_x", "no_affine", "no_residual", "no_next_bn",
+                                     "no_packed_out", "stride2", "dilation2", "pad-1", "1x1_bias", "float64"])
+def test_fused_variants(variant, isa):
+    kw = dict(nchw=dict(layout="nchw"), strided=dict(layout="strided"), packed_x=dict(packed_x=True),
+              no_affine=dict(affine=False), no_residual=dict(residual=False), no_next_bn=dict(next_bn=False),
+              no_packed_out=dict(packed_out=False), stride2=dict(stride=2), dilation2=dict(dilation=2, padding=2),
+              **{"pad-1": dict(pad_value=-1), "1x1_bias": dict(k=1, padding=0),
+                 "float64": dict(dtype=torch.float64)})[variant]
+    g = _gen(len(variant))
+    args, buf, pshape = _case(g, 2, 70, 67, 9, 10, **kw)
+    _check(args, buf, pshape, packed_out=kw.get("packed_out", True))
+
+
+def test_fused_empty_batch():
+    args, buf, pshape = _case(_gen(0), 0, 64, 64, 5, 5)
+    got, packed = _run(X.xnor_conv2d_fused, args, buf, pshape)
+    assert got.shape[0] == 0 and packed.shape[0] == 0
+
+
+def test_fused_sign_edges(isa):
+    """bn(x) exactly +0.0 / -0.0 -> +1, NaN -> -1, at the input pack and at the packed output."""
+    g = _gen(3)
+    args, buf, pshape = _case(g, 1, 64, 64, 6, 6, residual=False)
+    x = args["x"].clone()
+    args["in_scale"] = torch.ones(64)
+    args["in_shift"] = torch.zeros(64)
+    x[0, :8, 1, 1] = 0.0
+    x[0, 8:16, 2, 2] = -0.0
+    x[0, 16:24, 3, 3] = float("nan")
+    args["x"] = x
+    args["next_scale"] = torch.zeros(64)
+    args["next_shift"] = torch.where(torch.arange(64) % 2 == 0, torch.tensor(-0.0), torch.tensor(float("nan")))
+    _, packed = _check(args, buf, pshape)
+    # even channels: v * 0 + (-0.0) is a zero -> +1; odd channels: NaN -> -1
+    assert (packed == 0x5555555555555555).all()
+
+
+def test_fused_in_place_residual():
+    """residual may be out itself (x = x + conv): each element is read before it is written."""
+    args, buf, pshape = _case(_gen(4), 1, 64, 64, 6, 7)
+    cout = 64
+    for fn in (X.xnor_conv2d_fused, X.xnor_conv2d_fused_reference):
+        b = buf.clone(memory_format=torch.preserve_format)
+        a = dict(args, residual=b[:, 2:2 + cout])
+        p = torch.empty(pshape, dtype=torch.int64)
+        fn(a.pop("x"), a.pop("weight_packed"), a.pop("alpha"), a.pop("bias"), a.pop("in_channels"), **a,
+           out=b[:, 2:2 + cout], out_packed=p)
+        if fn is X.xnor_conv2d_fused:
+            got = b
+    assert torch.equal(got, b)
+
+
+def test_fused_opcheck():
+    args, buf, pshape = _case(_gen(5), 1, 70, 67, 5, 6)
+    a = dict(args)
+    out = buf[:, 2:69]
+    packed = torch.empty(pshape, dtype=torch.int64)
+    opargs = (a["x"], a["weight_packed"], a["alpha"], a["bias"], 70, [1, 1], [1, 1], [1, 1], 0, a["in_scale"],
+              a["in_shift"], a["residual"], a["next_scale"], a["next_shift"], out, packed)
+    torch.library.opcheck(torch.ops.fastpose.xnor_conv2d_fused, opargs)
+
+
+def test_fused_bad_inputs():
+    args, buf, pshape = _case(_gen(6), 1, 64, 32, 5, 5)
+
+    def call(**over):
+        a = dict(args, **over)
+        out = a.pop("out", buf[:, 2:34])
+        packed = a.pop("out_packed", torch.empty(pshape, dtype=torch.int64))
+        X.xnor_conv2d_fused(a.pop("x"), a.pop("weight_packed"), a.pop("alpha"), a.pop("bias"), a.pop("in_channels"),
+                            **a, out=out, out_packed=packed)
+
+    with pytest.raises(TypeError, match="out"):
+        call(out=buf[:, 2:34].half())
+    with pytest.raises(ValueError, match="out must be"):
+        call(out=buf[:, 2:30])
+    with pytest.raises(ValueError, match="in_scale and in_shift"):
+        call(in_shift=None)
+    with pytest.raises(ValueError, match="in_scale"):
+        call(x=torch.ops.fastpose.binarize_pack(args["x"]))
+    with pytest.raises(ValueError, match="next_scale needs out_packed"):
+        call(out_packed=None)
+    with pytest.raises(ValueError, match="out_packed"):
+        call(out_packed=torch.empty(1, 5, 5, 2, dtype=torch.int64))
+    with pytest.raises(TypeError, match="in_scale"):
+        call(in_scale=args["in_scale"].double())
+    with pytest.raises(ValueError, match="residual"):
+        call(residual=buf[:, :16])
+    with pytest.raises(ValueError, match="x must be"):
+        call(x=args["x"][:, :10])
+
+
+# ------------------------------------------------------------------------------------------- the model
+
+
+def _randomise(m, seed=0):
+    g = _gen(seed)
+    with torch.no_grad():
+        for mod in m.modules():
+            if isinstance(mod, torch.nn.BatchNorm2d):
+                mod.running_mean.copy_(torch.rand(mod.num_features, generator=g) * 0.2 - 0.1)
+                mod.running_var.copy_(torch.rand(mod.num_features, generator=g) + 0.5)
+                mod.weight.copy_(torch.rand(mod.num_features, generator=g) + 0.5)
+                mod.bias.copy_(torch.randn(mod.num_features, generator=g) * 0.2)
+    return m.eval()
+
+
+def _ref_bn(bn, x):
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    shift = bn.bias - bn.running_mean * scale
+    return x * scale.view(1, -1, 1, 1) + shift.view(1, -1, 1, 1)
+
+
+def _ref_sign(x):
+    return torch.where(x >= 0, 1.0, -1.0).to(x.dtype)
+
+
+def _ref_binary_conv(conv, x):
+    if isinstance(conv, fnn.PackedXNORConv2d):
+        w, alpha = X.binary_unpack(conv.weight_packed, conv.in_channels), conv.alpha
+    else:
+        w, alpha = _ref_sign(conv.weight), conv.weight.abs().mean((1, 2, 3))
+    return F.conv2d(_ref_sign(x), w, None, conv.stride, conv.padding, conv.dilation) * alpha.view(1, -1, 1, 1)
+
+
+def _ref_block(blk, x):
+    outs, y = [], x
+    for bn, conv in zip(blk.bns, blk.convs):
+        y = _ref_binary_conv(conv, _ref_bn(bn, y))
+        outs.append(y)
+    res = x
+    if blk.shortcut is not None:
+        bn, _, conv = blk.shortcut
+        res = hpm_packed.real_conv(conv, torch.relu(_ref_bn(bn, x)).contiguous(memory_format=torch.channels_last))
+    return torch.cat(outs, 1) + res
+
+
+def _ref_hg(hg, x):
+    up1 = _ref_block(hg.up1, x)
+    low = _ref_block(hg.low1, F.avg_pool2d(x, 2, 2))
+    low = _ref_hg(hg.low2, low) if isinstance(hg.low2, models.hpm.HPMHourglass) else _ref_block(hg.low2, low)
+    low = _ref_block(hg.low3, low)
+    return up1 + F.interpolate(low, scale_factor=2, mode="nearest")
+
+
+def _ref_model(m, x):
+    """The contract of fastpose.models.hpm_packed, written out with plain ops (real convs: real_conv)."""
+    rc = hpm_packed.real_conv
+    x = x.contiguous(memory_format=torch.channels_last)
+    x = torch.relu(_ref_bn(m.bn1, rc(m.conv1, x)))
+    x = F.avg_pool2d(_ref_block(m.stem[0], x), 2, 2)
+    x = _ref_block(m.stem[2], _ref_block(m.stem[1], x))
+    outs = []
+    for i, hg in enumerate(m.hgs):
+        conv, bn, _ = m.heads[i]
+        feat = torch.relu(_ref_bn(bn, rc(conv, _ref_block(m.tops[i], _ref_hg(hg, x)))))
+        pred = rc(m.preds[i], feat)
+        outs.append(pred)
+        if i < len(m.hgs) - 1:
+            x = x + rc(m.merge_features[i], feat) + rc(m.merge_preds[i], pred)
+    return outs
+
+
+MODEL_CASES = [pytest.param(1, 64, (64, 64), False, id="s1-f64-nchw"),
+               pytest.param(1, 64, (64, 64), True, id="s1-f64-cl"),
+               pytest.param(2, 64, (64, 128), True, id="s2-f64-64x128-cl"),
+               pytest.param(2, 64, (64, 128), False, id="s2-f64-64x128-nchw", marks=pytest.mark.slow),
+               pytest.param(1, 256, (64, 64), False, id="s1-f256-nchw", marks=pytest.mark.slow),
+               pytest.param(1, 256, (128, 64), True, id="s1-f256-128x64-cl", marks=pytest.mark.slow)]
+
+
+@pytest.mark.parametrize("stacks,features,size,cl", MODEL_CASES)
+def test_model_bit_exact(stacks, features, size, cl):
+    torch.manual_seed(stacks + features)
+    m = _randomise(models.create("binary_hpm_hourglass", stacks=stacks, num_joints=5, features=features))
+    x = torch.randn(2 if stacks == 2 else 1, 3, *size)
+    if cl:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        want = _ref_model(m, x)
+        got = {"unpacked": m(x)}
+        p = fnn.pack(m)
+        got["packed"] = p(x)
+        got["packed_torch"] = models.set_backend(p, "torch")(x)
+        got["unpacked_torch"] = models.set_backend(m, "torch")(x)
+    for name, outs in got.items():
+        assert len(outs) == stacks
+        for a, b in zip(outs, want):
+            assert torch.equal(a, b), name
+            assert a.is_contiguous(memory_format=torch.channels_last if cl else torch.contiguous_format)
+
+
+def test_model_cache_follows_parameters():
+    """Folded BN / packed filters are cached per module: changing or reloading weights must show."""
+    torch.manual_seed(1)
+    m = _randomise(models.create("binary_hpm_hourglass", stacks=1, num_joints=3, features=64, depth=2))
+    x = torch.randn(1, 3, 64, 64)
+    other = _randomise(models.create("binary_hpm_hourglass", stacks=1, num_joints=3, features=64, depth=2), seed=7)
+    with torch.no_grad():
+        m(x)
+        m.load_state_dict(other.state_dict())
+        assert torch.equal(m(x)[0], _ref_model(other, x)[0])
+        m.stem[0].bns[1].running_var.mul_(2)
+        m.stem[0].convs[0].weight.neg_()
+        assert torch.equal(m(x)[0], _ref_model(m, x)[0])
+
+
+def test_model_grad_enabled_eval_keeps_autograd_path():
+    torch.manual_seed(2)
+    m = _randomise(models.create("binary_hpm_hourglass", stacks=1, num_joints=3, features=64, depth=1))
+    x = torch.randn(1, 3, 64, 64, requires_grad=True)
+    out = m(x)[0]
+    out.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    with torch.no_grad():
+        fast = m(x)[0]
+    torch.testing.assert_close(fast, out.detach(), atol=1e-3, rtol=1e-3)  # BN rounds differently there
+
+
+def test_packed_state_dict_round_trip_inference():
+    torch.manual_seed(3)
+    m = _randomise(models.create("binary_hpm_hourglass", stacks=1, num_joints=4, features=64, depth=2))
+    p = fnn.pack(m)
+    buf = io.BytesIO()
+    torch.save(p.state_dict(), buf)
+    fresh = fnn.pack(models.create("binary_hpm_hourglass", stacks=1, num_joints=4, features=64, depth=2)).eval()
+    fresh.load_state_dict(torch.load(io.BytesIO(buf.getvalue()), weights_only=True))
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(fresh(x)[0], m(x)[0])
+
+
+def test_model_float64_and_bfloat16():
+    """float64 takes the inference path too (bit-exact between backends and vs the contract); bfloat16
+    keeps the regular forward."""
+    torch.manual_seed(4)
+    m = _randomise(models.create("binary_hpm_hourglass", stacks=1, num_joints=3, features=64, depth=2)).double()
+    x = torch.randn(1, 3, 64, 64, dtype=torch.float64)
+    with torch.no_grad():
+        a = m(x)[0]
+        b = models.set_backend(m, "torch")(x)[0]
+        want = _ref_model(m, x)[0]
+        assert a.dtype == torch.float64 and torch.equal(a, b) and torch.equal(a, want)
+        h = models.set_backend(m, "fastpose").bfloat16()(x.bfloat16())[0]
+    assert h.dtype == torch.bfloat16 and h.shape == a.shape
