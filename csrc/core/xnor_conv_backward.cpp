@@ -11,6 +11,12 @@ namespace core {
 
 void ste_pack_row_nhwc_f32_avx2(const float* src, int64_t C, int64_t W, int64_t sw, uint64_t* sign, uint64_t* pass,
                                 int64_t CW);
+void ste_unpack_px_f32_avx2(const uint64_t* words, int64_t C, float* dst);
+void ste_mask_px_f32_avx2(const uint64_t* words, int64_t C, const float* g, float* out);
+void ste_unpack_px_avx512(const uint64_t* words, int64_t C, float* dst);
+void ste_unpack_px_avx512(const uint64_t* words, int64_t C, double* dst);
+void ste_mask_px_avx512(const uint64_t* words, int64_t C, const float* g, float* out);
+void ste_mask_px_avx512(const uint64_t* words, int64_t C, const double* g, double* out);
 
 namespace {
 
@@ -90,8 +96,24 @@ void ste_pack_row_planes(const PackSource& s, int64_t n, int64_t h, uint64_t* si
   }
 }
 
+// One pixel's channels (contiguous), bits -> +-1 / masked gradient, on the widest ISA there is.
 template <class T>
-void unpack_rows(const uint64_t* sign, int64_t CW, const UnpackTarget& d, int64_t begin, int64_t end) {
+inline void unpack_px(const uint64_t* words, int64_t C, T* dst, Isa isa) {
+  if (isa == Isa::Avx512) return ste_unpack_px_avx512(words, C, dst);
+  if (isa == Isa::Avx2 && sizeof(T) == 4) return ste_unpack_px_f32_avx2(words, C, reinterpret_cast<float*>(dst));
+  for (int64_t c = 0; c < C; ++c) dst[c] = ((words[c >> 6] >> (c & 63)) & 1) ? T(1) : T(-1);
+}
+
+template <class T>
+inline void mask_px(const uint64_t* words, int64_t C, const T* g, T* out, Isa isa) {
+  if (isa == Isa::Avx512) return ste_mask_px_avx512(words, C, g, out);
+  if (isa == Isa::Avx2 && sizeof(T) == 4)
+    return ste_mask_px_f32_avx2(words, C, reinterpret_cast<const float*>(g), reinterpret_cast<float*>(out));
+  for (int64_t c = 0; c < C; ++c) out[c] = ((words[c >> 6] >> (c & 63)) & 1) ? g[c] : T(0);
+}
+
+template <class T>
+void unpack_rows(const uint64_t* sign, int64_t CW, const UnpackTarget& d, int64_t begin, int64_t end, Isa isa) {
   const int64_t H = d.Hp - 2 * d.ph, W = d.Wp - 2 * d.pw;
   const T one = T(1), border = static_cast<T>(d.border);
   for (int64_t r = begin; r < end; ++r) {
@@ -111,11 +133,7 @@ void unpack_rows(const uint64_t* sign, int64_t CW, const UnpackTarget& d, int64_
       }
       const uint64_t* words = sign + ((n * H + h) * W + w) * CW;
       if (d.sc == 1) {
-        for (int64_t k = 0; k < CW; ++k) {
-          const uint64_t v = words[k];
-          const int64_t c0 = 64 * k, nc = std::min<int64_t>(64, d.C - c0);
-          for (int64_t b = 0; b < nc; ++b) px[c0 + b] = ((v >> b) & 1) ? one : -one;
-        }
+        unpack_px<T>(words, d.C, px, isa);
       } else {
         for (int64_t c = 0; c < d.C; ++c) px[c * d.sc] = ((words[c >> 6] >> (c & 63)) & 1) ? one : -one;
       }
@@ -124,7 +142,7 @@ void unpack_rows(const uint64_t* sign, int64_t CW, const UnpackTarget& d, int64_
 }
 
 template <class T>
-void mask_rows(const MaskProblem& p, int64_t begin, int64_t end) {
+void mask_rows(const MaskProblem& p, int64_t begin, int64_t end, Isa isa) {
   const T* g = static_cast<const T*>(p.g);
   T* out = static_cast<T*>(p.out);
   for (int64_t r = begin; r < end; ++r) {
@@ -136,12 +154,7 @@ void mask_rows(const MaskProblem& p, int64_t begin, int64_t end) {
       for (int64_t w = 0; w < p.W; ++w) {
         const T* gp = grow + w * p.gsw;
         T* op = orow + w * p.osw;
-        const uint64_t* wb = bits + w * p.CW;
-        for (int64_t k = 0; k < p.CW; ++k) {
-          const uint64_t v = wb[k];
-          const int64_t c0 = 64 * k, nc = std::min<int64_t>(64, p.C - c0);
-          for (int64_t b = 0; b < nc; ++b) op[c0 + b] = ((v >> b) & 1) ? gp[c0 + b] : T(0);
-        }
+        mask_px<T>(bits + w * p.CW, p.C, gp, op, isa);
       }
     } else {
       for (int64_t c = 0; c < p.C; ++c) {
@@ -173,46 +186,44 @@ void ste_pack(const PackSource& s, uint64_t* sign, uint64_t* pass, int64_t begin
   }
 }
 
-void sign_unpack(const uint64_t* sign, int64_t CW, const UnpackTarget& dst, int64_t begin, int64_t end) {
+void sign_unpack(const uint64_t* sign, int64_t CW, const UnpackTarget& dst, int64_t begin, int64_t end, Isa isa) {
   if (dst.type == ElemType::F64)
-    unpack_rows<double>(sign, CW, dst, begin, end);
+    unpack_rows<double>(sign, CW, dst, begin, end, isa);
   else
-    unpack_rows<float>(sign, CW, dst, begin, end);
+    unpack_rows<float>(sign, CW, dst, begin, end, isa);
 }
 
-void ste_mask(const MaskProblem& p, int64_t begin, int64_t end) {
+void ste_mask(const MaskProblem& p, int64_t begin, int64_t end, Isa isa) {
   if (p.type == ElemType::F64)
-    mask_rows<double>(p, begin, end);
+    mask_rows<double>(p, begin, end, isa);
   else
-    mask_rows<float>(p, begin, end);
+    mask_rows<float>(p, begin, end, isa);
 }
 
 template <class T>
 void ste_weight_chain(const T* G, int64_t gso, int64_t gsc, int64_t gsh, int64_t gsw, const T* w, const T* alpha,
                       int64_t Cin, int64_t KH, int64_t KW, T* gw, int64_t begin, int64_t end) {
   const int64_t K = Cin * KH * KW;
+  constexpr int kLanes = 8;  // independent partial sums: the reduction vectorises and does not serialise
   for (int64_t o = begin; o < end; ++o) {
     const T* go = G + o * gso;
     const T* wo = w + o * K;
     T* out = gw + o * K;
-    if (!alpha) {
-      for (int64_t ci = 0, k = 0; ci < Cin; ++ci)
-        for (int64_t kh = 0; kh < KH; ++kh)
-          for (int64_t kw = 0; kw < KW; ++kw, ++k) out[k] = go[ci * gsc + kh * gsh + kw * gsw];
-      continue;
-    }
-    T dotp = T(0);
     for (int64_t ci = 0, k = 0; ci < Cin; ++ci)
       for (int64_t kh = 0; kh < KH; ++kh)
-        for (int64_t kw = 0; kw < KW; ++kw, ++k) {
-          const T gv = go[ci * gsc + kh * gsh + kw * gsw];
-          out[k] = gv;
-          dotp += gv * wo[k];
-        }
+        for (int64_t kw = 0; kw < KW; ++kw, ++k) out[k] = go[ci * gsc + kh * gsh + kw * gsw];
+    if (!alpha) continue;
+    T part[kLanes] = {};
+    int64_t k = 0;
+    for (; k + kLanes <= K; k += kLanes)
+      for (int j = 0; j < kLanes; ++j) part[j] += out[k + j] * wo[k + j];
+    T dotp = T(0);
+    for (int j = 0; j < kLanes; ++j) dotp += part[j];
+    for (; k < K; ++k) dotp += out[k] * wo[k];
     const T a = alpha[o], m = dotp / static_cast<T>(K);
-    for (int64_t k = 0; k < K; ++k) {
-      const T s = wo[k] > T(0) ? T(1) : (wo[k] < T(0) ? T(-1) : T(0));
-      out[k] = a * out[k] + s * m;
+    for (k = 0; k < K; ++k) {
+      const T sg = static_cast<T>(wo[k] > T(0)) - static_cast<T>(wo[k] < T(0));
+      out[k] = a * out[k] + sg * m;
     }
   }
 }

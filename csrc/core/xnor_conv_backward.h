@@ -29,7 +29,7 @@ struct UnpackTarget {
   int64_t ph, pw;
   double border;
 };
-void sign_unpack(const uint64_t* sign, int64_t CW, const UnpackTarget& dst, int64_t begin, int64_t end);
+void sign_unpack(const uint64_t* sign, int64_t CW, const UnpackTarget& dst, int64_t begin, int64_t end, Isa isa);
 
 // grad_x = pass ? g : 0, read from g at (n, c, h + oh, w + ow) (oh / ow crop a padded gradient), written to
 // out (N, C, H, W); out may alias g when there is no crop. Rows [begin, end) of the N * H rows.
@@ -42,7 +42,7 @@ struct MaskProblem {
   int64_t N, C, H, W, CW;
   const uint64_t* pass;
 };
-void ste_mask(const MaskProblem& p, int64_t begin, int64_t end);
+void ste_mask(const MaskProblem& p, int64_t begin, int64_t end, Isa isa);
 
 // The STE chain through alpha = mean |w| (XNOR-Net) for output channels [begin, end): with G the gradient
 // of the effective weight alpha * sign(w) and n = Cin * KH * KW,

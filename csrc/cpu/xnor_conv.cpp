@@ -301,10 +301,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> xnor_conv2d_backward_packed_cpu(
   const auto fmt = grad.suggest_memory_format();
   const auto opts = grad.options();
   at::Tensor gx = grad.new_empty({0}), gw = weight.new_empty({0}), gb = grad.new_empty({0});
-  if (mask[2]) gb = at::zeros({g.Cout}, opts);
-  if (mask[0]) gx = at::zeros({N, Cin, H, W}, opts.memory_format(fmt));
-  if (mask[1]) gw = at::zeros(weight.sizes(), weight.options());
-  if (!(mask[0] || mask[1] || mask[2]) || grad.numel() == 0 || N * H * W == 0) return {gx, gw, gb};
+  if (grad.numel() == 0 || N * H * W == 0) {  // nothing flows back: zero gradients of the right shapes
+    if (mask[2]) gb = at::zeros({g.Cout}, opts);
+    if (mask[0]) gx = at::zeros({N, Cin, H, W}, opts.memory_format(fmt));
+    if (mask[1]) gw = at::zeros(weight.sizes(), weight.options());
+    return {gx, gw, gb};
+  }
+  if (!(mask[0] || mask[1] || mask[2])) return {gx, gw, gb};
 
   const at::Tensor w = weight.to(dt).contiguous();
   at::Tensor alpha;
@@ -328,13 +331,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> xnor_conv2d_backward_packed_cpu(
   const int64_t ph = explicit_pad ? g.ph : 0, pw = explicit_pad ? g.pw : 0;
   at::Tensor input = at::empty({N, Cin, H + 2 * ph, W + 2 * pw}, opts.memory_format(fmt));
   const core::ElemType et = elem_type_of(dt, "grad");
+  const core::Isa isa = core::active_isa();
   const at::Tensor sign_words = x_sign.contiguous();
   const uint64_t* sign = reinterpret_cast<const uint64_t*>(sign_words.data_ptr<int64_t>());
   if (mask[1]) {
     core::UnpackTarget u{input.data_ptr(), et, N, Cin, H + 2 * ph, W + 2 * pw,
                          input.stride(0), input.stride(1), input.stride(2), input.stride(3), ph, pw, -1.0};
     const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, (W + 2 * pw) * Cin));
-    at::parallel_for(0, N * (H + 2 * ph), grain, [&](int64_t b, int64_t e) { core::sign_unpack(sign, CW, u, b, e); });
+    at::parallel_for(0, N * (H + 2 * ph), grain, [&](int64_t b, int64_t e) { core::sign_unpack(sign, CW, u, b, e, isa); });
   }
   std::vector<int64_t> conv_pad = {explicit_pad ? 0 : g.ph, explicit_pad ? 0 : g.pw};
   auto r = at::convolution_backward(grad, input, weff, mask[2] ? c10::OptionalIntArrayRef(at::IntArrayRef{g.Cout})
@@ -350,7 +354,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> xnor_conv2d_backward_packed_cpu(
                          gx.data_ptr(), gx.stride(0), gx.stride(1), gx.stride(2), gx.stride(3), et,
                          N, Cin, H, W, CW, reinterpret_cast<const uint64_t*>(pass.data_ptr<int64_t>())};
     const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, W * Cin));
-    at::parallel_for(0, N * H, grain, [&](int64_t b, int64_t e) { core::ste_mask(mp, b, e); });
+    at::parallel_for(0, N * H, grain, [&](int64_t b, int64_t e) { core::ste_mask(mp, b, e, isa); });
   }
   if (mask[1]) {
     const at::Tensor G = std::get<1>(r);
