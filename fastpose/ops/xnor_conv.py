@@ -17,6 +17,12 @@ gradient of the surrogate clamp(x, -1, 1) (passed where |x| <= 1, zero elsewhere
 weight is that of the surrogate ``alpha(w) * w`` with alpha = mean |w| per output channel differentiated
 as a function of w (XNOR-Net), i.e. ``alpha * G + sign(w) * sum(G * w) / n`` per output channel, where
 G is the gradient of the effective weight alpha * sign(w) and n = Cin * KH * KW.
+On the CPU (float32 / float64) the autograd saves two bit planes of x instead of x (``xnor_ste_pack``:
+the sign and the |x| <= 1 window, 2 bits per element) and runs the fused
+``fastpose::xnor_conv2d_backward_packed``: sign(x) unpacked straight into the gradient's layout, one
+oneDNN ``convolution_backward`` on alpha * sign(w) (input, weight and bias gradients), the window applied
+while cropping the input gradient, the alpha chain in one loop. Other devices and dtypes, and
+``create_graph=True``, take the composite (differentiable) ``xnor_conv2d_backward``.
 """
 import torch
 import torch.nn.functional as F
