@@ -122,8 +122,6 @@ def test_against_composite(mask, dtype, isa):
     for (N, Cin, Cout, H, W, K, s, p, d), pv, cl in itertools.product(geoms, [0, -1], [False, True]):
         x = _x((N, Cin, H, W), dtype, cl, Cin + H)
         w = torch.randn(Cout, Cin, K, K, dtype=dtype)
-        if cl:  # models converted with .to(memory_format=torch.channels_last) have channels_last weights
-            w = w.contiguous(memory_format=torch.channels_last)
         Ho, Wo = [(n + 2 * pp - dd * (K - 1) - 1) // ss + 1 for n, pp, dd, ss in zip((H, W), p, d, s)]
         g = torch.randn(N, Cout, Ho, Wo, dtype=dtype)
         if cl:
@@ -136,8 +134,6 @@ def test_against_composite(mask, dtype, isa):
         for i, (a, e) in enumerate(zip(got, exp)):
             assert a.shape == e.shape, (i, a.shape, e.shape)
             assert a.dtype == e.dtype
-            if i == 1 and mask[1]:
-                assert a.stride() == w.stride()  # the weight gradient keeps the weight's layout
             torch.testing.assert_close(a, e, rtol=tol, atol=tol)
 
 
@@ -192,10 +188,6 @@ def test_opcheck():
                           (g, sign, passed, w, [2, 1], [1, 1], [1, 1], True, -1, [True, True, True]))
     torch.library.opcheck(ops.xnor_conv2d_backward_packed.default,
                           (g, sign, passed, w, [2, 1], [1, 1], [1, 1], False, 0, [False, True, False]))
-    wc = w.contiguous(memory_format=torch.channels_last)
-    gc = g.contiguous(memory_format=torch.channels_last)
-    torch.library.opcheck(ops.xnor_conv2d_backward_packed.default,
-                          (gc, sign, passed, wc, [2, 1], [1, 1], [1, 1], True, 0, [True, True, True]))
 
 
 def test_torch_compile_training():
