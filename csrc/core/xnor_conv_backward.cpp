@@ -201,19 +201,18 @@ void ste_mask(const MaskProblem& p, int64_t begin, int64_t end, Isa isa) {
 }
 
 template <class T>
-void ste_weight_chain(const T* G, int64_t gso, int64_t gsc, int64_t gsh, int64_t gsw, const T* w, int64_t wsc,
-                      int64_t wsh, int64_t wsw, const T* alpha, int64_t Cin, int64_t KH, int64_t KW, T* gw,
-                      int64_t begin, int64_t end) {
+void ste_weight_chain(const T* G, int64_t gso, int64_t gsc, int64_t gsh, int64_t gsw, const T* w, const T* alpha,
+                      int64_t Cin, int64_t KH, int64_t KW, T* gw, int64_t begin, int64_t end) {
   const int64_t K = Cin * KH * KW;
   constexpr int kLanes = 8;  // independent partial sums: the reduction vectorises and does not serialise
   for (int64_t o = begin; o < end; ++o) {
     const T* go = G + o * gso;
     const T* wo = w + o * K;
     T* out = gw + o * K;
-    for (int64_t ci = 0; ci < Cin; ++ci)
+    for (int64_t ci = 0, k = 0; ci < Cin; ++ci)
       for (int64_t kh = 0; kh < KH; ++kh)
-        for (int64_t kw = 0; kw < KW; ++kw) out[ci * wsc + kh * wsh + kw * wsw] = go[ci * gsc + kh * gsh + kw * gsw];
-    if (!alpha) continue;  // from here on w and gw are walked in their (shared) memory order
+        for (int64_t kw = 0; kw < KW; ++kw, ++k) out[k] = go[ci * gsc + kh * gsh + kw * gsw];
+    if (!alpha) continue;
     T part[kLanes] = {};
     int64_t k = 0;
     for (; k + kLanes <= K; k += kLanes)
@@ -229,12 +228,10 @@ void ste_weight_chain(const T* G, int64_t gso, int64_t gsc, int64_t gsh, int64_t
   }
 }
 
-template void ste_weight_chain<float>(const float*, int64_t, int64_t, int64_t, int64_t, const float*, int64_t,
-                                      int64_t, int64_t, const float*, int64_t, int64_t, int64_t, float*, int64_t,
-                                      int64_t);
-template void ste_weight_chain<double>(const double*, int64_t, int64_t, int64_t, int64_t, const double*, int64_t,
-                                       int64_t, int64_t, const double*, int64_t, int64_t, int64_t, double*, int64_t,
-                                       int64_t);
+template void ste_weight_chain<float>(const float*, int64_t, int64_t, int64_t, int64_t, const float*, const float*,
+                                      int64_t, int64_t, int64_t, float*, int64_t, int64_t);
+template void ste_weight_chain<double>(const double*, int64_t, int64_t, int64_t, int64_t, const double*,
+                                       const double*, int64_t, int64_t, int64_t, double*, int64_t, int64_t);
 
 }  // namespace core
 }  // namespace fastpose

@@ -47,12 +47,11 @@ void ste_mask(const MaskProblem& p, int64_t begin, int64_t end, Isa isa);
 // The STE chain through alpha = mean |w| (XNOR-Net) for output channels [begin, end): with G the gradient
 // of the effective weight alpha * sign(w) and n = Cin * KH * KW,
 //   gw = alpha * G + sgn(w) * sum(G * w) / n       (sgn(0) = 0, the derivative of |w| torch uses)
-// scale = false (alpha null): gw = G. Element strides: G (gso, gsc, gsh, gsw); w and gw share one layout,
-// dense with each output channel's n taps in one block (stride n along Cout) and (wsc, wsh, wsw) inside it.
+// scale = false: gw = G. G: (Cout, K) with element strides (gso, gsk) over the K = Cin * KH * KW taps in
+// weight order (k = (ci * KH + kh) * KW + kw, given as the strides of those three); w and gw contiguous.
 template <class T>
-void ste_weight_chain(const T* G, int64_t gso, int64_t gsc, int64_t gsh, int64_t gsw, const T* w, int64_t wsc,
-                      int64_t wsh, int64_t wsw, const T* alpha, int64_t Cin, int64_t KH, int64_t KW, T* gw,
-                      int64_t begin, int64_t end);
+void ste_weight_chain(const T* G, int64_t gso, int64_t gsc, int64_t gsh, int64_t gsw, const T* w, const T* alpha,
+                      int64_t Cin, int64_t KH, int64_t KW, T* gw, int64_t begin, int64_t end);
 
 }  // namespace core
 }  // namespace fastpose

@@ -309,21 +309,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> xnor_conv2d_backward_packed_cpu(
   }
   if (!(mask[0] || mask[1] || mask[2])) return {gx, gw, gb};
 
-  // The weight in its own layout (the models are channels_last: a contiguous copy would cost a pass and
-  // a restriding of the gradient in AccumulateGrad); any dense layout with Cout outermost keeps each
-  // output channel's K taps in one block, which is all the loops below need.
-  const int64_t K = Cin * g.KH * g.KW;
-  at::Tensor w = weight.to(dt);
-  if (!(w.is_non_overlapping_and_dense() && w.stride(0) == K)) w = w.contiguous();
+  const at::Tensor w = weight.to(dt).contiguous();
   at::Tensor alpha;
   if (scale) alpha = w.abs().mean({1, 2, 3});
-  // The effective weight alpha * sign(w) (sign as the forward's: w >= 0 -> +1), same layout as w.
-  at::Tensor weff = at::empty_like(w);
-  TORCH_INTERNAL_ASSERT(weff.strides() == w.strides());
+  // The effective weight alpha * sign(w) (sign as the forward's: w >= 0 -> +1).
+  at::Tensor weff = at::empty(w.sizes(), w.options());
   AT_DISPATCH_FLOATING_TYPES(dt, "xnor_weff", [&] {
     const scalar_t* wp = w.data_ptr<scalar_t>();
     const scalar_t* ap = scale ? alpha.data_ptr<scalar_t>() : nullptr;
     scalar_t* ep = weff.data_ptr<scalar_t>();
+    const int64_t K = Cin * g.KH * g.KW;
     for (int64_t o = 0; o < g.Cout; ++o) {
       const scalar_t a = ap ? ap[o] : scalar_t(1);
       for (int64_t k = 0; k < K; ++k) ep[o * K + k] = wp[o * K + k] >= scalar_t(0) ? a : -a;
@@ -363,13 +358,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> xnor_conv2d_backward_packed_cpu(
   }
   if (mask[1]) {
     const at::Tensor G = std::get<1>(r);
-    at::Tensor out = at::empty_like(w);
+    at::Tensor out = at::empty(w.sizes(), w.options());
     AT_DISPATCH_FLOATING_TYPES(dt, "xnor_ste_weight_chain", [&] {
       const scalar_t* ap = scale ? alpha.data_ptr<scalar_t>() : nullptr;
       at::parallel_for(0, g.Cout, 8, [&](int64_t b, int64_t e) {
         core::ste_weight_chain<scalar_t>(G.data_ptr<scalar_t>(), G.stride(0), G.stride(1), G.stride(2), G.stride(3),
-                                         w.data_ptr<scalar_t>(), w.stride(1), w.stride(2), w.stride(3), ap, Cin, g.KH,
-                                         g.KW, out.data_ptr<scalar_t>(), b, e);
+                                         w.data_ptr<scalar_t>(), ap, Cin, g.KH, g.KW, out.data_ptr<scalar_t>(), b,
+                                         e);
       });
     });
     gw = out.to(weight.scalar_type());

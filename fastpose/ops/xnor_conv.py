@@ -127,8 +127,6 @@ def _xnor_conv2d_backward_packed_fake(grad, x_sign, x_pass, weight, stride, padd
     if output_mask[0] and _channels_last(grad):
         gx = gx.contiguous(memory_format=torch.channels_last)
     gw = weight.new_empty(weight.shape) if output_mask[1] else weight.new_empty((0,))
-    if output_mask[1] and _channels_last(weight):  # the gradient keeps the weight's layout
-        gw = gw.contiguous(memory_format=torch.channels_last)
     gb = grad.new_empty((weight.shape[0],)) if output_mask[2] else grad.new_empty((0,))
     return gx, gw, gb
 
