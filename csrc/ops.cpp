@@ -48,6 +48,12 @@ TORCH_LIBRARY(fastpose, m) {
   m.def(
       "xnor_conv2d_backward(Tensor grad, Tensor x, Tensor weight, int[2] stride, int[2] padding, "
       "int[2] dilation, bool scale, int pad_value, bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
+  // The fused CPU form of that backward: x enters as the two bit planes the forward's autograd saves,
+  // xnor_ste_pack(x) = (sign bits (x >= 0), pass bits (|x| <= 1)), both packed like binarize_pack.
+  m.def("xnor_ste_pack(Tensor x) -> (Tensor, Tensor)");
+  m.def(
+      "xnor_conv2d_backward_packed(Tensor grad, Tensor x_sign, Tensor x_pass, Tensor weight, int[2] stride, "
+      "int[2] padding, int[2] dilation, bool scale, int pad_value, bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
 
   // ---- nearest upsample + add, HRNet fusion (fastpose/ops/upsample_add.py, hr_fuse.py) ----
   // CPU kernels in C++; the CUDA kernels are Triton (triton_kernels/), registered from Python.

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "core/xnor_conv.h"
+#include "core/xnor_conv_backward.h"
 #include "cpu/hugepages.h"
 
 namespace fastpose {
@@ -439,6 +440,129 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> xnor_conv2d_backward(
   return {gx, gw, gb};
 }
 
+// ---- the fused straight-through backward (CPU, float32 / float64) ----
+// The forward's autograd saves two bits per input element (sign and |x| <= 1, xnor_ste_pack) instead of
+// x; the backward builds sign(x) (with its -1 border for pad_value = -1) from them straight into the
+// layout of the gradient, runs oneDNN's input and weight gradient GEMMs on alpha * sign(w) in one
+// convolution_backward call (bias gradient included), then applies the |x| <= 1 window while cropping
+// the padded input gradient, and the alpha = mean |w| chain in one loop over the weight gradient.
+
+std::tuple<at::Tensor, at::Tensor> xnor_ste_pack_cpu(const at::Tensor& x) {
+  TORCH_CHECK_VALUE(x.dim() == 4, "xnor_ste_pack: x must be (N, C, H, W), got shape ", x.sizes());
+  const core::ElemType type = elem_type_of(x.scalar_type(), "x");
+  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
+  const int64_t CW = core::xnor_words(C);
+  at::Tensor sign = at::empty({N, H, W, CW}, x.options().dtype(at::kLong));
+  at::Tensor pass = at::empty({N, H, W, CW}, x.options().dtype(at::kLong));
+  if (sign.numel() == 0) return {sign, pass};
+  core::PackSource s{x.data_ptr(), type, N, C, H, W, x.stride(0), x.stride(1), x.stride(2), x.stride(3)};
+  uint64_t* sd = reinterpret_cast<uint64_t*>(sign.data_ptr<int64_t>());
+  uint64_t* pd = reinterpret_cast<uint64_t*>(pass.data_ptr<int64_t>());
+  const core::Isa isa = core::active_isa();
+  const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, W * C));
+  at::parallel_for(0, N * H, grain, [&](int64_t b, int64_t e) { core::ste_pack(s, sd, pd, b, e, isa); });
+  return {sign, pass};
+}
+
+const char* kBwd = "xnor_conv2d_backward_packed";
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> xnor_conv2d_backward_packed_cpu(
+    const at::Tensor& grad, const at::Tensor& x_sign, const at::Tensor& x_pass, const at::Tensor& weight,
+    at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, bool scale, int64_t pad_value,
+    std::array<bool, 3> mask) {
+  const at::ScalarType dt = grad.scalar_type();
+  TORCH_CHECK_TYPE(dt == at::kFloat || dt == at::kDouble, kBwd, ": grad must be float32 or float64, got ", dt);
+  TORCH_CHECK_VALUE(pad_value == 0 || pad_value == -1, kBwd, ": pad_value must be 0 or -1, got ", pad_value);
+  TORCH_CHECK_VALUE(weight.dim() == 4, kBwd, ": weight must be (Cout, Cin, KH, KW), got shape ", weight.sizes());
+  elem_type_of(weight.scalar_type(), "weight");
+  const int64_t Cin = weight.size(1), CW = core::xnor_words(Cin);
+  for (const at::Tensor* t : {&x_sign, &x_pass}) {
+    TORCH_CHECK_TYPE(t->scalar_type() == at::kLong, kBwd, ": x_sign / x_pass must be int64 words, got ",
+                     t->scalar_type());
+    TORCH_CHECK_VALUE(t->dim() == 4 && t->size(3) == CW && t->sizes() == x_sign.sizes(), kBwd,
+                      ": x_sign / x_pass must both be (N, H, W, ", CW, ") for ", Cin, " input channels, got ",
+                      x_sign.sizes(), " and ", x_pass.sizes());
+  }
+  const int64_t N = x_sign.size(0), H = x_sign.size(1), W = x_sign.size(2);
+  const Geometry g = geometry(N, Cin, H, W, weight.size(0), weight.size(2), weight.size(3), stride, padding,
+                              dilation);
+  TORCH_CHECK_VALUE(grad.dim() == 4 && grad.size(0) == N && grad.size(1) == g.Cout && grad.size(2) == g.Ho &&
+                        grad.size(3) == g.Wo,
+                    kBwd, ": grad must be (", N, ", ", g.Cout, ", ", g.Ho, ", ", g.Wo, "), got shape ", grad.sizes());
+  const auto fmt = grad.suggest_memory_format();
+  const auto opts = grad.options();
+  at::Tensor gx = grad.new_empty({0}), gw = weight.new_empty({0}), gb = grad.new_empty({0});
+  if (grad.numel() == 0 || N * H * W == 0) {  // nothing flows back: zero gradients of the right shapes
+    if (mask[2]) gb = at::zeros({g.Cout}, opts);
+    if (mask[0]) gx = at::zeros({N, Cin, H, W}, opts.memory_format(fmt));
+    if (mask[1]) gw = at::zeros(weight.sizes(), weight.options());
+    return {gx, gw, gb};
+  }
+  if (!(mask[0] || mask[1] || mask[2])) return {gx, gw, gb};
+
+  const at::Tensor w = weight.to(dt).contiguous();
+  at::Tensor alpha;
+  if (scale) alpha = w.abs().mean({1, 2, 3});
+  // The effective weight alpha * sign(w) (sign as the forward's: w >= 0 -> +1).
+  at::Tensor weff = at::empty(w.sizes(), w.options());
+  AT_DISPATCH_FLOATING_TYPES(dt, "xnor_weff", [&] {
+    const scalar_t* wp = w.data_ptr<scalar_t>();
+    const scalar_t* ap = scale ? alpha.data_ptr<scalar_t>() : nullptr;
+    scalar_t* ep = weff.data_ptr<scalar_t>();
+    const int64_t K = Cin * g.KH * g.KW;
+    for (int64_t o = 0; o < g.Cout; ++o) {
+      const scalar_t a = ap ? ap[o] : scalar_t(1);
+      for (int64_t k = 0; k < K; ++k) ep[o * K + k] = wp[o * K + k] >= scalar_t(0) ? a : -a;
+    }
+  });
+
+  // With pad_value = -1 the weight gradient needs the -1 border in its input: pad explicitly (and crop
+  // the input gradient); with 0, or for the input gradient alone, the GEMM's own zero padding is exact.
+  const bool explicit_pad = mask[1] && pad_value != 0 && (g.ph > 0 || g.pw > 0);
+  const int64_t ph = explicit_pad ? g.ph : 0, pw = explicit_pad ? g.pw : 0;
+  at::Tensor input = at::empty({N, Cin, H + 2 * ph, W + 2 * pw}, opts.memory_format(fmt));
+  const core::ElemType et = elem_type_of(dt, "grad");
+  const core::Isa isa = core::active_isa();
+  const at::Tensor sign_words = x_sign.contiguous();
+  const uint64_t* sign = reinterpret_cast<const uint64_t*>(sign_words.data_ptr<int64_t>());
+  if (mask[1]) {
+    core::UnpackTarget u{input.data_ptr(), et, N, Cin, H + 2 * ph, W + 2 * pw,
+                         input.stride(0), input.stride(1), input.stride(2), input.stride(3), ph, pw, -1.0};
+    const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, (W + 2 * pw) * Cin));
+    at::parallel_for(0, N * (H + 2 * ph), grain, [&](int64_t b, int64_t e) { core::sign_unpack(sign, CW, u, b, e, isa); });
+  }
+  std::vector<int64_t> conv_pad = {explicit_pad ? 0 : g.ph, explicit_pad ? 0 : g.pw};
+  auto r = at::convolution_backward(grad, input, weff, mask[2] ? c10::OptionalIntArrayRef(at::IntArrayRef{g.Cout})
+                                                              : c10::nullopt,
+                                    stride, conv_pad, dilation, false, {0, 0}, 1, {mask[0], mask[1], mask[2]});
+  if (mask[2]) gb = std::get<2>(r);
+  if (mask[0]) {
+    const at::Tensor gin = std::get<0>(r);
+    const at::Tensor pass = x_pass.contiguous();
+    // In place unless the input gradient is padded; the window zeroes the rest.
+    gx = explicit_pad ? at::empty({N, Cin, H, W}, opts.memory_format(fmt)) : gin;
+    core::MaskProblem mp{gin.data_ptr(), gin.stride(0), gin.stride(1), gin.stride(2), gin.stride(3), ph, pw,
+                         gx.data_ptr(), gx.stride(0), gx.stride(1), gx.stride(2), gx.stride(3), et,
+                         N, Cin, H, W, CW, reinterpret_cast<const uint64_t*>(pass.data_ptr<int64_t>())};
+    const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, W * Cin));
+    at::parallel_for(0, N * H, grain, [&](int64_t b, int64_t e) { core::ste_mask(mp, b, e, isa); });
+  }
+  if (mask[1]) {
+    const at::Tensor G = std::get<1>(r);
+    at::Tensor out = at::empty(w.sizes(), w.options());
+    AT_DISPATCH_FLOATING_TYPES(dt, "xnor_ste_weight_chain", [&] {
+      const scalar_t* ap = scale ? alpha.data_ptr<scalar_t>() : nullptr;
+      at::parallel_for(0, g.Cout, 8, [&](int64_t b, int64_t e) {
+        core::ste_weight_chain<scalar_t>(G.data_ptr<scalar_t>(), G.stride(0), G.stride(1), G.stride(2), G.stride(3),
+                                         w.data_ptr<scalar_t>(), ap, Cin, g.KH, g.KW, out.data_ptr<scalar_t>(), b,
+                                         e);
+      });
+    });
+    gw = out.to(weight.scalar_type());
+  }
+  return {gx, gw, gb};
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(fastpose, CPU, m) {
@@ -446,6 +570,8 @@ TORCH_LIBRARY_IMPL(fastpose, CPU, m) {
   m.impl("xnor_conv2d", &xnor_conv2d_cpu);
   m.impl("xnor_conv2d_packed", &xnor_conv2d_packed_cpu);
   m.impl("xnor_conv2d_fused", &xnor_conv2d_fused_cpu);
+  m.impl("xnor_ste_pack", &xnor_ste_pack_cpu);
+  m.impl("xnor_conv2d_backward_packed", &xnor_conv2d_backward_packed_cpu);
 }
 
 TORCH_LIBRARY_IMPL(fastpose, CompositeImplicitAutograd, m) {
