@@ -35,10 +35,12 @@ struct DsntKernel {
     rt = xt + kChunk + p.W + 2 * N;
     for (int64_t i = 0; i < p.W; ++i) xs[i] = static_cast<T>((2.0 * i + 1.0) / p.W - 1.0);
     for (int64_t h = 0; h < p.H; ++h) ys[h] = static_cast<T>((2.0 * h + 1.0) / p.H - 1.0);
-    const int64_t rpc = chunk_rows(), n = (rpc < p.H ? rpc : p.H) * p.W;
-    for (int64_t k = 0; k < n; ++k) {
-      xt[k] = xs[k % p.W];
-      rt[k] = static_cast<T>(k / p.W);
+    const int64_t rpc = chunk_rows(), rows = rpc < p.H ? rpc : p.H;
+    for (int64_t r = 0; r < rows; ++r) {  // no divisions: this runs on every call
+      for (int64_t i = 0; i < p.W; ++i) {
+        xt[r * p.W + i] = xs[i];
+        rt[r * p.W + i] = static_cast<T>(r);
+      }
     }
   }
 
