@@ -233,6 +233,52 @@ struct DsntKernel {
             static_cast<double>(V::hsum(r[0] + r[1])), V::hmax(V::max(mx[0], mx[1]))};
   }
 
+  // exp_flat for rows of exactly C vectors (AVX-512 with W = 48 or 64): per-column accumulators
+  // give the sum and (dotted with the x grid at the end) the x moment; the row moment comes from
+  // the running prefix sums, sum_h h R_h = n S - sum_h P_h (P_h the sum through row h), one add per
+  // row vector. No tile loads and no FMA per element beyond the exp's: the FMA pipes were the limit.
+  template <int C>
+  __attribute__((always_inline)) inline ChunkSums exp_rows(const T* c, int64_t rows, const Exp& eb, int64_t pf_dist) const {
+    V col[C], pacc = V::set1(0), mx = V::set1(-__builtin_inf());
+    for (int k = 0; k < C; ++k) col[k] = V::set1(0);
+    for (int64_t h = 0; h < rows; ++h) {
+      const T* rp = c + h * (C * N);
+      if (pf_dist) {
+        for (int64_t b = 0; b < static_cast<int64_t>(C * N * sizeof(T)); b += 64)
+          __builtin_prefetch(reinterpret_cast<const char*>(rp + pf_dist) + b);
+      }
+      V a[C];
+#pragma GCC unroll 8
+      for (int k = 0; k < C; ++k) {
+        a[k] = V::load(rp + k * N);
+        mx = V::max(mx, a[k]);
+      }
+      eb.template run<C>(a);
+#pragma GCC unroll 8
+      for (int k = 0; k < C; ++k) col[k] = col[k] + a[k];
+      V t = col[0];
+#pragma GCC unroll 8
+      for (int k = 1; k < C; ++k) t = t + col[k];
+      pacc = pacc + t;
+    }
+    V tot = col[0], xs_sum = col[0] * V::load(xs);
+    for (int k = 1; k < C; ++k) {
+      tot = tot + col[k];
+      xs_sum = V::fma(col[k], V::load(xs + k * N), xs_sum);
+    }
+    const double S = V::hsum(tot);
+    return {S, static_cast<double>(V::hsum(xs_sum)), static_cast<double>(rows) * S - static_cast<double>(V::hsum(pacc)),
+            V::hmax(mx)};
+  }
+  // The chunk's sums: exp_rows where it applies, else exp_flat.
+  __attribute__((always_inline)) inline ChunkSums exp_chunk(const T* c, int64_t rows, const Exp& eb, int64_t pf_dist) const {
+    if constexpr (N == 16) {
+      if (p.W == 4 * N) return exp_rows<4>(c, rows, eb, pf_dist);
+      if (p.W == 3 * N) return exp_rows<3>(c, rows, eb, pf_dist);
+    }
+    return exp_flat(c, rows * p.W, eb, pf_dist);
+  }
+
   int64_t forward(int64_t begin, int64_t end, T* stats, T* div) {
     const T ninf = -__builtin_inf();
     const int64_t W = p.W, rpc = chunk_rows();
@@ -272,13 +318,12 @@ struct DsntKernel {
           // chunk's maximum in the same loop (no separate max pass). Logits up to kHeadroom above
           // the reference are exact; further above (rare), rescale to them and redo the chunk.
           const T* c = chunk_row(base, h0, h0);
-          const int64_t n = (h1 - h0) * W;
           Exp eb(M);
-          ChunkSums cs = exp_flat(c, n, eb, prefetch ? rpc * W : 0);
+          ChunkSums cs = exp_chunk(c, h1 - h0, eb, prefetch ? rpc * W : 0);
           if (cs.max > M + kHeadroom) {
             M = cs.max;
             eb = Exp(M);
-            cs = exp_flat(c, n, eb, 0);
+            cs = exp_chunk(c, h1 - h0, eb, 0);
           }
           merge(eb.ref, cs.s, cs.sx, static_cast<double>(ygrid(h0)) * cs.s + (2.0 / p.H) * cs.sr);
           continue;
@@ -302,7 +347,7 @@ struct DsntKernel {
           // The chunk's rows are contiguous: one loop over them, y from the row index within the chunk.
           const T* c = chunk_row(base, h0, h0);
           const Exp eb(M);
-          const ChunkSums cs = exp_flat(c, (h1 - h0) * W, eb, prefetch ? rpc * W : 0);
+          const ChunkSums cs = exp_chunk(c, h1 - h0, eb, prefetch ? rpc * W : 0);
           merge(eb.ref, cs.s, cs.sx, static_cast<double>(ygrid(h0)) * cs.s + (2.0 / p.H) * cs.sr);
           continue;
         }
