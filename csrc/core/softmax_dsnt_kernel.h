@@ -253,7 +253,10 @@ struct DsntKernel {
         a[k] = V::load(rp + k * N);
         mx = V::max(mx, a[k]);
       }
-      eb.template run<C>(a);
+      constexpr int B = C < U ? C : U;  // the block exp over U vectors at a time
+#pragma GCC unroll 8
+      for (int kb = 0; kb + B <= C; kb += B) eb.template run<B>(a + kb);
+      if constexpr (C % B != 0) eb.template run<C % B>(a + (C - C % B));
 #pragma GCC unroll 8
       for (int k = 0; k < C; ++k) col[k] = col[k] + a[k];
       V t = col[0];
@@ -275,6 +278,9 @@ struct DsntKernel {
     if constexpr (N == 16) {
       if (p.W == 4 * N) return exp_rows<4>(c, rows, eb, pf_dist);
       if (p.W == 3 * N) return exp_rows<3>(c, rows, eb, pf_dist);
+    } else if constexpr (N == 8) {
+      if (p.W == 8 * N) return exp_rows<8>(c, rows, eb, pf_dist);
+      if (p.W == 6 * N) return exp_rows<6>(c, rows, eb, pf_dist);
     }
     return exp_flat(c, rows * p.W, eb, pf_dist);
   }
