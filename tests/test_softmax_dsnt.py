@@ -176,6 +176,34 @@ def test_masked_and_extreme_logits(device):
     assert torch.isfinite(c2).all() and torch.isfinite(d2).all()
 
 
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("offset", [-3000.0, -87.3, 0.0, 41.7, 1000.0, 70000.0])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "row_stride"])
+def test_offsets_and_late_maximum(offset, layout, device):
+    """Logits far from 0 (the CPU block exp rounds its reference to a multiple of ln2/32 and folds
+    it into the rounding shift; |reference| >= 65536 takes the plain path), a maximum far above the
+    first chunk's (the chunk is redone), odd sizes and -inf entries; forward and backward."""
+    base = torch.randn(3, 5, 67, 53, dtype=torch.float64, device=device) * 3 + offset
+    base[1, 2, 50, 7] = base[1, 2].max() + 45.0
+    base[2, 1, :, 3] = float("-inf")
+    base = base.float()
+    if layout == "channels_last":
+        x = base.contiguous(memory_format=torch.channels_last)
+    elif layout == "row_stride":
+        x = torch.nn.functional.pad(base, (0, 3))[..., :53]
+    else:
+        x = base
+    xa = x.detach().clone().requires_grad_()
+    xb = x.detach().clone().requires_grad_()
+    g = torch.randn(3, 5, 2, device=device)
+    ca, cb = softmax_dsnt(xa), softmax_dsnt_reference(xb)
+    torch.testing.assert_close(ca, cb, atol=2e-6, rtol=2e-6)
+    ca.backward(g)
+    cb.backward(g)
+    torch.testing.assert_close(xa.grad, xb.grad, atol=1e-6, rtol=1e-5)
+    assert (xa.grad[2, 1, :, 3].abs() < 1e-30).all()
+
+
 @pytest.mark.parametrize("device", ["cpu"])  # CUDA gives NaN without a host sync: test_cuda_defects.py
 def test_all_masked_map_raises(device):
     x = torch.randn(2, 3, 4, 5, device=device)
@@ -230,6 +258,22 @@ for shape in [(2, 3, 5, 7), (3, 2, 17, 33), (2, 2, 64, 48), (1, 1, 1, 19), (1, 1
         c, d = softmax_dsnt_with_reg(xa, t, 1.0, "js"); (c.sum() + d.sum()).backward()
         c, d = softmax_dsnt_with_reg_reference(xb, t, 1.0, "js"); (c.sum() + d.sum()).backward()
         torch.testing.assert_close(xa.grad, xb.grad, atol=1e-6, rtol=1e-5)
+        xa = x.float().requires_grad_(); xb = x.float().requires_grad_()
+        g = torch.randn(shape[0], shape[1], 2)
+        softmax_dsnt(xa).backward(g); softmax_dsnt_reference(xb).backward(g)
+        torch.testing.assert_close(xa.grad, xb.grad, atol=1e-6, rtol=1e-5)
+# the block exp's reference is rounded to a multiple of ln2/32 (ln2/8) and folded into its shift:
+# logits far from 0, a later chunk far above the first one (the chunk is redone), and huge logits
+# (|reference| >= 65536: the plain path)
+for off in [-3000.0, -87.3, 0.0, 41.7, 1000.0, 70000.0]:
+    x = (torch.randn(2, 3, 64, 52, dtype=torch.float64) * 3 + off).float()
+    x[1, 2, 50, 7] = x[1, 2].max() + 45.0
+    xa = x.clone().requires_grad_(); xb = x.clone().requires_grad_()
+    g = torch.randn(2, 3, 2)
+    ca = softmax_dsnt(xa); cb = softmax_dsnt_reference(xb)
+    torch.testing.assert_close(ca, cb, atol=2e-6, rtol=2e-6)
+    ca.backward(g); cb.backward(g)
+    torch.testing.assert_close(xa.grad, xb.grad, atol=1e-6, rtol=1e-5)
 print("ok")
 """
 

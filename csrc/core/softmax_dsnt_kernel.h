@@ -35,10 +35,12 @@ struct DsntKernel {
     rt = xt + kChunk + p.W + 2 * N;
     for (int64_t i = 0; i < p.W; ++i) xs[i] = static_cast<T>((2.0 * i + 1.0) / p.W - 1.0);
     for (int64_t h = 0; h < p.H; ++h) ys[h] = static_cast<T>((2.0 * h + 1.0) / p.H - 1.0);
-    const int64_t rpc = chunk_rows(), n = (rpc < p.H ? rpc : p.H) * p.W;
-    for (int64_t k = 0; k < n; ++k) {
-      xt[k] = xs[k % p.W];
-      rt[k] = static_cast<T>(k / p.W);
+    const int64_t rpc = chunk_rows(), rows = rpc < p.H ? rpc : p.H;
+    for (int64_t r = 0; r < rows; ++r) {  // no divisions: this runs on every call
+      for (int64_t i = 0; i < p.W; ++i) {
+        xt[r * p.W + i] = xs[i];
+        rt[r * p.W + i] = static_cast<T>(r);
+      }
     }
   }
 
@@ -184,48 +186,103 @@ struct DsntKernel {
     double s, sx, sr;
     T max;  // the chunk's largest logit, tracked in the same loop
   };
-  // Sums of e = exp(l - m), e * x and e * (row index within the chunk) over n contiguous logits
-  // of whole rows: no per-row work at all, which matters for W = 48 or 64.
-  __attribute__((always_inline)) inline ChunkSums exp_flat(const T* c, int64_t n, V mv, int64_t pf_dist) const {
+  using Exp = typename V::ExpBlock;
+  static constexpr int U = V::kUnroll;
+  // Sums of e = exp(l - eb.ref), e * x and e * (row index within the chunk) over n contiguous
+  // logits of whole rows: no per-row work at all, which matters for W = 48 or 64. Blocks of U
+  // vectors go through the block exp together.
+  __attribute__((always_inline)) inline ChunkSums exp_flat(const T* c, int64_t n, const Exp& eb, int64_t pf_dist) const {
     const T ninf = -__builtin_inf();
-    V s0 = V::set1(0), s1 = V::set1(0), x0 = V::set1(0), x1 = V::set1(0), r0 = V::set1(0), r1 = V::set1(0);
-    V mx0 = V::set1(ninf), mx1 = V::set1(ninf);
+    V s[2], x[2], r[2], mx[2];
+    for (int k = 0; k < 2; ++k) {
+      s[k] = x[k] = r[k] = V::set1(0);
+      mx[k] = V::set1(ninf);
+    }
     int64_t i = 0;
-    for (; i + 4 * N <= n; i += 4 * N) {
+    for (; i + U * N <= n; i += U * N) {
       if (pf_dist) {
-        __builtin_prefetch(c + i + pf_dist);
-        if (4 * N * sizeof(T) > 64) __builtin_prefetch(c + i + pf_dist + 64 / sizeof(T));
+        for (int64_t b = 0; b < static_cast<int64_t>(U * N * sizeof(T)); b += 64)
+          __builtin_prefetch(reinterpret_cast<const char*>(c + i + pf_dist) + b);
       }
-      const V l0 = V::load(c + i), l1 = V::load(c + i + N), l2 = V::load(c + i + 2 * N), l3 = V::load(c + i + 3 * N);
-      mx0 = V::max(mx0, V::max(l0, l2));
-      mx1 = V::max(mx1, V::max(l1, l3));
-      const V e0 = V::exp_nonpos_fast(l0 - mv);
-      const V e1 = V::exp_nonpos_fast(l1 - mv);
-      const V e2 = V::exp_nonpos_fast(l2 - mv);
-      const V e3 = V::exp_nonpos_fast(l3 - mv);
-      s0 = s0 + (e0 + e2);
-      s1 = s1 + (e1 + e3);
-      x0 = V::fma(e0, V::load(xt + i), x0);
-      x1 = V::fma(e1, V::load(xt + i + N), x1);
-      x0 = V::fma(e2, V::load(xt + i + 2 * N), x0);
-      x1 = V::fma(e3, V::load(xt + i + 3 * N), x1);
-      r0 = V::fma(e0, V::load(rt + i), r0);
-      r1 = V::fma(e1, V::load(rt + i + N), r1);
-      r0 = V::fma(e2, V::load(rt + i + 2 * N), r0);
-      r1 = V::fma(e3, V::load(rt + i + 3 * N), r1);
+      V a[U];
+#pragma GCC unroll 8
+      for (int k = 0; k < U; ++k) {
+        a[k] = V::load(c + i + k * N);
+        mx[k & 1] = V::max(mx[k & 1], a[k]);
+      }
+      eb.template run<U>(a);
+#pragma GCC unroll 8
+      for (int k = 0; k < U; ++k) {
+        s[k & 1] = s[k & 1] + a[k];
+        x[k & 1] = V::fma(a[k], V::load(xt + i + k * N), x[k & 1]);
+        r[k & 1] = V::fma(a[k], V::load(rt + i + k * N), r[k & 1]);
+      }
     }
     for (; i < n; i += N) {
       const int k = n - i < N ? static_cast<int>(n - i) : N;
-      // tail lanes: exp_nonpos_fast maps the -inf fill to ~1e-38, so mask them with a 0/1 vector
-      const V l = V::load_partial(c + i, k, ninf);
-      mx0 = V::max(mx0, l);
-      const V e = V::exp_nonpos_fast(l - mv) * V::load_partial(ones_, k, 0);
-      s0 = s0 + e;
-      x0 = V::fma(e, V::load_partial(xt + i, k, 0), x0);
-      r0 = V::fma(e, V::load_partial(rt + i, k, 0), r0);
+      // tail lanes: the block exp maps the -inf fill to ~1e-38, so mask them with a 0/1 vector
+      V a[1] = {V::load_partial(c + i, k, ninf)};
+      mx[0] = V::max(mx[0], a[0]);
+      eb.template run<1>(a);
+      const V e = a[0] * V::load_partial(ones_, k, 0);
+      s[0] = s[0] + e;
+      x[0] = V::fma(e, V::load_partial(xt + i, k, 0), x[0]);
+      r[0] = V::fma(e, V::load_partial(rt + i, k, 0), r[0]);
     }
-    return {static_cast<double>(V::hsum(s0 + s1)), static_cast<double>(V::hsum(x0 + x1)),
-            static_cast<double>(V::hsum(r0 + r1)), V::hmax(V::max(mx0, mx1))};
+    return {static_cast<double>(V::hsum(s[0] + s[1])), static_cast<double>(V::hsum(x[0] + x[1])),
+            static_cast<double>(V::hsum(r[0] + r[1])), V::hmax(V::max(mx[0], mx[1]))};
+  }
+
+  // exp_flat for rows of exactly C vectors (AVX-512 with W = 48 or 64): per-column accumulators
+  // give the sum and (dotted with the x grid at the end) the x moment; the row moment comes from
+  // the running prefix sums, sum_h h R_h = n S - sum_h P_h (P_h the sum through row h), one add per
+  // row vector. No tile loads and no FMA per element beyond the exp's: the FMA pipes were the limit.
+  template <int C>
+  __attribute__((always_inline)) inline ChunkSums exp_rows(const T* c, int64_t rows, const Exp& eb, int64_t pf_dist) const {
+    V col[C], pacc = V::set1(0), mx = V::set1(-__builtin_inf());
+    for (int k = 0; k < C; ++k) col[k] = V::set1(0);
+    for (int64_t h = 0; h < rows; ++h) {
+      const T* rp = c + h * (C * N);
+      if (pf_dist) {
+        for (int64_t b = 0; b < static_cast<int64_t>(C * N * sizeof(T)); b += 64)
+          __builtin_prefetch(reinterpret_cast<const char*>(rp + pf_dist) + b);
+      }
+      V a[C];
+#pragma GCC unroll 8
+      for (int k = 0; k < C; ++k) {
+        a[k] = V::load(rp + k * N);
+        mx = V::max(mx, a[k]);
+      }
+      constexpr int B = C < U ? C : U;  // the block exp over U vectors at a time
+#pragma GCC unroll 8
+      for (int kb = 0; kb + B <= C; kb += B) eb.template run<B>(a + kb);
+      if constexpr (C % B != 0) eb.template run<C % B>(a + (C - C % B));
+#pragma GCC unroll 8
+      for (int k = 0; k < C; ++k) col[k] = col[k] + a[k];
+      V t = col[0];
+#pragma GCC unroll 8
+      for (int k = 1; k < C; ++k) t = t + col[k];
+      pacc = pacc + t;
+    }
+    V tot = col[0], xs_sum = col[0] * V::load(xs);
+    for (int k = 1; k < C; ++k) {
+      tot = tot + col[k];
+      xs_sum = V::fma(col[k], V::load(xs + k * N), xs_sum);
+    }
+    const double S = V::hsum(tot);
+    return {S, static_cast<double>(V::hsum(xs_sum)), static_cast<double>(rows) * S - static_cast<double>(V::hsum(pacc)),
+            V::hmax(mx)};
+  }
+  // The chunk's sums: exp_rows where it applies, else exp_flat.
+  __attribute__((always_inline)) inline ChunkSums exp_chunk(const T* c, int64_t rows, const Exp& eb, int64_t pf_dist) const {
+    if constexpr (N == 16) {
+      if (p.W == 4 * N) return exp_rows<4>(c, rows, eb, pf_dist);
+      if (p.W == 3 * N) return exp_rows<3>(c, rows, eb, pf_dist);
+    } else if constexpr (N == 8) {
+      if (p.W == 8 * N) return exp_rows<8>(c, rows, eb, pf_dist);
+      if (p.W == 6 * N) return exp_rows<6>(c, rows, eb, pf_dist);
+    }
+    return exp_flat(c, rows * p.W, eb, pf_dist);
   }
 
   int64_t forward(int64_t begin, int64_t end, T* stats, T* div) {
@@ -237,30 +294,44 @@ struct DsntKernel {
     int64_t bad = 0;
     for (int64_t m = begin; m < end; ++m) {
       const char* base = map_base(m);
-      T M = ninf;
+      T M = ninf;  // the maximum of the first chunk (flat path; raised when a later chunk is redone), else of the map so far
+      double R = -__builtin_inf();  // the reference the sums are relative to
       double S = 0.0, SX = 0.0, SY = 0.0;
+      // Adds a chunk's sums taken relative to reference rc (rescaling whichever side is smaller).
+      auto merge = [&](double rc, double cs, double csx, double csy) {
+        if (rc > R) {
+          const double sc = __builtin_exp(R - rc);
+          S *= sc;
+          SX *= sc;
+          SY *= sc;
+          R = rc;
+        } else if (rc < R) {
+          const double sc = __builtin_exp(rc - R);
+          cs *= sc;
+          csx *= sc;
+          csy *= sc;
+        }
+        S += cs;
+        SX += csx;
+        SY += csy;
+      };
       for (int64_t h0 = 0; h0 < p.H; h0 += rpc) {
         const int64_t h1 = h0 + rpc < p.H ? h0 + rpc : p.H;
         convert_chunk(base, h0, h1);
         const bool prefetch = h1 < p.H && (p.type == ElemType::F32 || p.type == ElemType::F64);
         if (flat && M != ninf) {
-          // Lagged reference: exp relative to the maximum of the chunks so far, tracking this
+          // Lagged reference: exp relative to the maximum of the first chunk, tracking this
           // chunk's maximum in the same loop (no separate max pass). Logits up to kHeadroom above
           // the reference are exact; further above (rare), rescale to them and redo the chunk.
           const T* c = chunk_row(base, h0, h0);
-          const int64_t n = (h1 - h0) * W;
-          ChunkSums cs = exp_flat(c, n, V::set1(M), prefetch ? rpc * W : 0);
+          Exp eb(M);
+          ChunkSums cs = exp_chunk(c, h1 - h0, eb, prefetch ? rpc * W : 0);
           if (cs.max > M + kHeadroom) {
-            const double sc = __builtin_exp(static_cast<double>(M) - static_cast<double>(cs.max));
-            S *= sc;
-            SX *= sc;
-            SY *= sc;
             M = cs.max;
-            cs = exp_flat(c, n, V::set1(M), 0);
+            eb = Exp(M);
+            cs = exp_chunk(c, h1 - h0, eb, 0);
           }
-          S += cs.s;
-          SX += cs.sx;
-          SY += static_cast<double>(ygrid(h0)) * cs.s + (2.0 / p.H) * cs.sr;
+          merge(eb.ref, cs.s, cs.sx, static_cast<double>(ygrid(h0)) * cs.s + (2.0 / p.H) * cs.sr);
           continue;
         }
         V vmax0 = V::set1(ninf), vmax1 = V::set1(ninf);
@@ -277,23 +348,16 @@ struct DsntKernel {
         }
         const T cmax = V::hmax(V::max(vmax0, vmax1));
         if (cmax == ninf) continue;  // a fully masked chunk adds nothing
-        if (cmax > M) {
-          const double sc = __builtin_exp(static_cast<double>(M) - static_cast<double>(cmax));
-          S *= sc;
-          SX *= sc;
-          SY *= sc;
-          M = cmax;
-        }
-        const V mv = V::set1(M);
+        if (cmax > M) M = cmax;
         if (flat) {
           // The chunk's rows are contiguous: one loop over them, y from the row index within the chunk.
           const T* c = chunk_row(base, h0, h0);
-          const ChunkSums cs = exp_flat(c, (h1 - h0) * W, mv, prefetch ? rpc * W : 0);
-          S += cs.s;
-          SX += cs.sx;
-          SY += static_cast<double>(ygrid(h0)) * cs.s + (2.0 / p.H) * cs.sr;
+          const Exp eb(M);
+          const ChunkSums cs = exp_chunk(c, h1 - h0, eb, prefetch ? rpc * W : 0);
+          merge(eb.ref, cs.s, cs.sx, static_cast<double>(ygrid(h0)) * cs.s + (2.0 / p.H) * cs.sr);
           continue;
         }
+        const V mv = V::set1(M);
         V rs = V::set1(0), rsx = V::set1(0), rsy = V::set1(0);
         for (int64_t h = h0; h < h1; ++h) {
           const RowSums r = exp_row(chunk_row(base, h0, h), mv, prefetch ? rpc * p.stride_h : 0, ones);
@@ -301,9 +365,7 @@ struct DsntKernel {
           rsx = rsx + r.sx;
           rsy = V::fma(r.s, V::set1(ygrid(h)), rsy);  // y is constant along a row
         }
-        S += V::hsum(rs);
-        SX += V::hsum(rsx);
-        SY += V::hsum(rsy);
+        merge(static_cast<double>(M), V::hsum(rs), V::hsum(rsx), V::hsum(rsy));
       }
       T* st = stats + 4 * m;
       if (M == ninf) {
@@ -313,11 +375,13 @@ struct DsntKernel {
         if (div) div[m] = nan;
         continue;
       }
-      st[0] = M;
-      st[1] = static_cast<T>(S);
+      // The saved reference must be exactly representable: move the sum onto the rounded one.
+      st[0] = static_cast<T>(R);
+      const double Ssaved = S * __builtin_exp(R - static_cast<double>(st[0]));
+      st[1] = static_cast<T>(Ssaved);
       st[2] = static_cast<T>(SX / S);
       st[3] = static_cast<T>(SY / S);
-      if (p.reg != DsntReg::None) div[m] = static_cast<T>(divergence(base, m, M, S));
+      if (p.reg != DsntReg::None) div[m] = static_cast<T>(divergence(base, m, st[0], Ssaved));
     }
     return bad;
   }
@@ -388,22 +452,36 @@ struct DsntKernel {
         const T* src = reinterpret_cast<const T*>(base);
         T* dst = static_cast<T*>(out) + m * HW;
         const int64_t rpc = chunk_rows();
-        const double is = 1.0 / S;
-        const V av = V::set1(static_cast<T>(gx * is)), bv = V::set1(static_cast<T>(gy * (2.0 / p.H) * is));
+        const Exp eb(M);
+        const double is = __builtin_exp(eb.ref - M) / S;  // exp(l - M) = exp(l - eb.ref) exp(eb.ref - M)
+        // w = (gx x + gy (2/H) r) / S over the chunk's tile (row_in is free: f32/f64 here), so that
+        // each element costs an add and a multiply: grad = e * (w + c), c per chunk.
+        T* w = row_in;
+        const int64_t ntile = (rpc < p.H ? rpc : p.H) * W;
+        {
+          const V av = V::set1(static_cast<T>(gx * is)), bv = V::set1(static_cast<T>(gy * (2.0 / p.H) * is));
+          for (int64_t i = 0; i < ntile; i += N) V::store(w + i, V::fma(av, V::load(xt + i), bv * V::load(rt + i)));
+        }
         for (int64_t h0 = 0; h0 < p.H; h0 += rpc) {
           const int64_t n = (h0 + rpc < p.H ? rpc : p.H - h0) * W;
           const V cv = V::set1(static_cast<T>((gy * (static_cast<double>(ygrid(h0)) - cy) - gx * cx) * is));
           const T* s = src + h0 * W;
           T* d = dst + h0 * W;
+          const T* wl = w;  // a local: the (may-alias) vector stores would force reloads of the member
           int64_t i = 0;
-          for (; i + N <= n; i += N) {
-            const V e = V::exp_nonpos_fast(V::load(s + i) - mv);
-            V::store(d + i, e * V::fma(av, V::load(xt + i), V::fma(bv, V::load(rt + i), cv)));
+          for (; i + U * N <= n; i += U * N) {
+            V a[U];
+#pragma GCC unroll 8
+            for (int k = 0; k < U; ++k) a[k] = V::load(s + i + k * N);
+            eb.template run<U>(a);
+#pragma GCC unroll 8
+            for (int k = 0; k < U; ++k) V::store(d + i + k * N, a[k] * (V::load(wl + i + k * N) + cv));
           }
-          if (i < n) {
-            const int k = static_cast<int>(n - i);
-            const V e = V::exp_nonpos(V::load_partial(s + i, k, ninf) - mv);
-            V::store_partial(d + i, k, e * V::fma(av, V::load_partial(xt + i, k, 0), V::fma(bv, V::load_partial(rt + i, k, 0), cv)));
+          for (; i < n; i += N) {
+            const int k = n - i < N ? static_cast<int>(n - i) : N;
+            V a[1] = {V::load_partial(s + i, k, ninf)};
+            eb.template run<1>(a);
+            V::store_partial(d + i, k, a[0] * (V::load_partial(wl + i, k, 0) + cv));
           }
         }
         continue;

@@ -88,9 +88,33 @@ void run_forward(const DsntProblem& p, at::Tensor& stats, at::Tensor* div) {
                     " map(s) of logits have every entry -inf; each map needs at least one finite logit");
 }
 
+// A plain loop rather than copy_ of a strided slice: TensorIterator's set-up costs microseconds,
+// a visible share of a small call's time.
+template <class Out, class Acc>
+void fill_coords(const Acc* st, Out* out, int64_t maps) {
+  for (int64_t m = 0; m < maps; ++m) {
+    out[2 * m] = static_cast<Out>(st[4 * m + 2]);
+    out[2 * m + 1] = static_cast<Out>(st[4 * m + 3]);
+  }
+}
+
 at::Tensor coords_from_stats(const at::Tensor& stats, const at::Tensor& logits) {
   at::Tensor coords = at::empty({stats.size(0), stats.size(1), 2}, logits.options());
-  coords.copy_(stats.narrow(2, 2, 2));
+  const int64_t maps = stats.size(0) * stats.size(1);
+  switch (logits.scalar_type()) {
+    case at::kDouble:
+      fill_coords(stats.data_ptr<double>(), coords.data_ptr<double>(), maps);
+      break;
+    case at::kFloat:
+      fill_coords(stats.data_ptr<float>(), coords.data_ptr<float>(), maps);
+      break;
+    case at::kHalf:
+      fill_coords(stats.data_ptr<float>(), coords.data_ptr<at::Half>(), maps);
+      break;
+    default:
+      fill_coords(stats.data_ptr<float>(), coords.data_ptr<at::BFloat16>(), maps);
+      break;
+  }
   return coords;
 }
 

@@ -124,7 +124,8 @@ void check_half(Isa isa, std::mt19937& rng) {
 int main() {
   return run_isa_test("softmax_dsnt", [](Isa isa) {
     std::mt19937 rng(1234);
-    const int64_t sizes[][4] = {{1, 1, 1, 1}, {2, 3, 5, 7}, {1, 2, 64, 48}, {2, 1, 17, 33}, {1, 1, 3, 1500}, {1, 2, 100, 9}};
+    const int64_t sizes[][4] = {{1, 1, 1, 1}, {2, 3, 5, 7}, {1, 2, 64, 48}, {2, 1, 17, 33}, {1, 1, 3, 1500}, {1, 2, 100, 9},
+                                {2, 2, 64, 64}, {1, 1, 71, 64}, {1, 3, 50, 48}, {1, 1, 40, 32}};
     for (const auto& s : sizes) {
       check_case(isa, s[0], s[1], s[2], s[3], 0, false, rng);
       check_case(isa, s[0], s[1], s[2], s[3], 3, true, rng);

@@ -65,6 +65,69 @@ struct VecAvx512 {
   }
 
 
+  // Block exp of the hot loops: e = exp(l - ref) for U vectors of logits l (see VecAvx2::ExpBlock
+  // for the scheme). Here the table has 32 entries (two registers, one vpermt2d) and the
+  // polynomial degree 2: 10 ops per vector instead of 12 (the subtraction, 5 polynomial FMAs)
+  // and a third of the dependency chain. Max relative error 4.5e-7 over [-87, 0], 1.5e-7 near 0.
+  static constexpr int kUnroll = 4;
+  struct ExpBlock {
+    double ref;  // the reference actually subtracted: mi * ln2 / 32 (or the given one, see table)
+    bool table;  // false for |reference| >= 65536 or non-finite: plain exp_nonpos_fast(l - ref)
+    __m512 lo, scale, shift, c1, c2, one, ln2k, mref;
+    __m512i t0, t1;
+    explicit ExpBlock(double m) {
+      table = m > -65536.0 && m < 65536.0;
+      double mi = 0.0;
+      if (table) {
+        mi = __builtin_floor(m * (32.0 / 0.69314718055994530942));  // ref <= m: never above the max
+        ref = mi * (0.69314718055994530942 / 32.0);
+      } else {
+        ref = static_cast<double>(static_cast<float>(m));
+      }
+      lo = _mm512_set1_ps(static_cast<float>(ref - 87.0));
+      scale = _mm512_set1_ps(32.0f * 1.44269504088896341f);
+      shift = _mm512_set1_ps(static_cast<float>(12582912.0 - mi));
+      ln2k = _mm512_set1_ps(0.693147180559945f / 32.0f);
+      c1 = _mm512_set1_ps(1.0000146627426147f);
+      c2 = _mm512_set1_ps(0.4999963343143463f);
+      one = _mm512_set1_ps(1.0f);
+      mref = _mm512_set1_ps(static_cast<float>(ref));
+      // 2^(j/32) with j << 18 taken off: adding t << 18 (= n << 23 + j << 18) then gives 2^(n + j/32)
+      t0 = _mm512_setr_epi32(0x3f800000, 0x3f7ecd87, 0x3f7daac3, 0x3f7c980f, 0x3f7b95c2, 0x3f7aa43a, 0x3f79c3d3,
+                             0x3f78f4f0, 0x3f7837f0, 0x3f778d3a, 0x3f76f532, 0x3f767043, 0x3f75fed7, 0x3f75a15b,
+                             0x3f75583f, 0x3f7523f6);
+      t1 = _mm512_setr_epi32(0x3f7504f3, 0x3f74fbaf, 0x3f7508a4, 0x3f752c4d, 0x3f75672a, 0x3f75b9be, 0x3f76248c,
+                             0x3f76a81e, 0x3f7744fd, 0x3f77fbb8, 0x3f78ccdf, 0x3f79b907, 0x3f7ac0c7, 0x3f7be4ba,
+                             0x3f7d257d, 0x3f7e83b3);
+    }
+    template <int U>
+    __attribute__((always_inline)) inline void run(VecAvx512* a) const {
+      if (!table) {
+        for (int k = 0; k < U; ++k) a[k] = exp_nonpos_fast(a[k] - VecAvx512{mref});
+        return;
+      }
+      // Each step over all U vectors before the next: the scheduler sees independent work.
+      __m512 x[U], t[U], r[U], q[U];
+      __m512i b[U];
+#pragma GCC unroll 8
+      for (int k = 0; k < U; ++k) x[k] = _mm512_max_ps(lo, a[k].v);  // this operand order keeps NaN
+#pragma GCC unroll 8
+      for (int k = 0; k < U; ++k) t[k] = _mm512_fmadd_ps(x[k], scale, shift);
+#pragma GCC unroll 8
+      for (int k = 0; k < U; ++k) r[k] = _mm512_fnmadd_ps(_mm512_sub_ps(t[k], shift), ln2k, x[k]);
+#pragma GCC unroll 8
+      for (int k = 0; k < U; ++k) q[k] = _mm512_fmadd_ps(c2, r[k], c1);
+#pragma GCC unroll 8
+      for (int k = 0; k < U; ++k) b[k] = _mm512_permutex2var_epi32(t0, _mm512_castps_si512(t[k]), t1);
+#pragma GCC unroll 8
+      for (int k = 0; k < U; ++k) q[k] = _mm512_fmadd_ps(q[k], r[k], one);
+#pragma GCC unroll 8
+      for (int k = 0; k < U; ++k) b[k] = _mm512_add_epi32(b[k], _mm512_slli_epi32(_mm512_castps_si512(t[k]), 18));
+#pragma GCC unroll 8
+      for (int k = 0; k < U; ++k) a[k].v = _mm512_mul_ps(q[k], _mm512_castsi512_ps(b[k]));
+    }
+  };
+
   // See VecAvx2::log.
   static inline VecAvx512 log(VecAvx512 a) {
     const __m512i xi = _mm512_castps_si512(a.v);

@@ -23,5 +23,16 @@ struct VecScalar {
   // exp for x <= 0; -inf gives exactly 0, NaN stays NaN.
   static inline VecScalar exp_nonpos(VecScalar a) { return {static_cast<Scalar>(__builtin_exp(a.v))}; }
   static inline VecScalar exp_nonpos_fast(VecScalar a) { return exp_nonpos(a); }
+  // The interface of VecAvx2::ExpBlock without the table: exp(l - ref), ref the given reference.
+  static constexpr int kUnroll = 1;
+  struct ExpBlock {
+    double ref;
+    Scalar m;
+    explicit ExpBlock(double mm) : ref(static_cast<double>(static_cast<Scalar>(mm))), m(static_cast<Scalar>(mm)) {}
+    template <int U>
+    inline void run(VecScalar* a) const {
+      for (int k = 0; k < U; ++k) a[k] = exp_nonpos_fast({a[k].v - m});
+    }
+  };
   static inline VecScalar log(VecScalar a) { return {static_cast<Scalar>(__builtin_log(a.v))}; }
 };
