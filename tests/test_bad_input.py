@@ -709,17 +709,75 @@ class TestModules:
         assert head(torch.empty(2, 8, 6, 7, device="meta")).shape == (2, 5, 2)
 
 
+class TestXnorFusedAndPackedBackward:
+    """The inference stage op (xnor_conv2d_fused) and the fused STE backward's two ops."""
+
+    def _args(self):
+        return rnd(2, 70, 6, 6), _wp(4, 70), rnd(4).abs()
+
+    def test_fused(self):
+        x, w, a = self._args()
+        out = torch.empty(2, 4, 6, 6)
+        fused = F.xnor_conv2d_fused
+        raises(lambda: fused(x, w, a, None, 70, 1, 1, out=torch.empty(2, 4, 5, 6)), "out", ValueError)
+        raises(lambda: fused(x, w, a, None, 70, 1, 1, out=torch.empty(3, 4, 6, 6)), "out", ValueError)
+        raises(lambda: fused(x, w, a, None, 70, 1, 1, out=out.int()), "out", TypeError)
+        raises(lambda: fused(x, w, rnd(5), None, 70, 1, 1, out=out), "alpha", ValueError)
+        raises(lambda: fused(x, w, a, rnd(3), 70, 1, 1, out=out), "bias", ValueError)
+        raises(lambda: fused(x, w, a, None, 70, 1, 1, out=out, out_packed=torch.empty(2, 6, 6, 2, dtype=torch.int64)),
+               "out_packed", ValueError)
+        raises(lambda: fused(x, w, a, None, 70, 1, 1, out=out, out_packed=torch.empty(2, 5, 6, 1, dtype=torch.int64)),
+               "out_packed", ValueError)
+        raises(lambda: fused(x, w, a, None, 70, 1, 1, out=out, residual=torch.empty(2, 4, 6, 5)), "residual", ValueError)
+        raises(lambda: fused(x, w, a, None, 70, 1, 1, in_scale=rnd(3), out=out), "in_scale", ValueError)
+        raises(lambda: fused(x, w, a, None, 70, 1, 1, next_scale=rnd(3), next_shift=rnd(3), out=out,
+                             out_packed=torch.empty(2, 6, 6, 1, dtype=torch.int64)), "next_scale", ValueError)
+        raises(lambda: fused(x, w, a, None, 70, 1, 1, next_scale=rnd(4), next_shift=rnd(4), out=out), "next_scale",
+               ValueError)
+        raises(lambda: fused(x.int(), w, a, None, 70, 1, 1, out=out), "x", TypeError)
+        raises(lambda: fused(torch.zeros(2, 6, 6, 3, dtype=torch.int64), w, a, None, 70, 1, 1, out=out), "packed x",
+               ValueError)
+        raises(lambda: fused(x, w, a, None, 70, 0, 1, out=out), "stride", ValueError)
+        raises(lambda: fused(x, w, a, None, 70, 1, -1, out=out), "padding", ValueError)
+        raises(lambda: fused(x, w, a, None, 70, 1, 1, pad_value=2, out=out), "pad_value", ValueError)
+        raw = OPS.xnor_conv2d_fused
+        none5 = (None,) * 5
+        raises(lambda: raw(x, w, a, None, 70, [1, 1], [1, 1], [1, 1], 0, *none5, torch.empty(2, 4, 5, 6), None), "out",
+               ValueError)
+        raises(lambda: raw(x, w, rnd(5), None, 70, [1, 1], [1, 1], [1, 1], 0, *none5, out, None), "alpha", ValueError)
+        raises(lambda: raw(x, w, a, None, 70, [1, 1], [1, 1], [1, 1], 0, *none5, out,
+                           torch.empty(2, 6, 6, 2, dtype=torch.int64)), "out_packed", ValueError)
+
+    def test_ste_pack_and_backward_packed(self):
+        raises(lambda: OPS.xnor_ste_pack(torch.ones(2, 3, 4, 4, dtype=torch.int32)), "x", TypeError)
+        raises(lambda: OPS.xnor_ste_pack(rnd(3, 4, 4)), "x", ValueError)
+        x = rnd(2, 70, 6, 6)
+        s, p = OPS.xnor_ste_pack(x)
+        wt, g = rnd(4, 70, 3, 3), rnd(2, 4, 6, 6)
+        bwd = OPS.xnor_conv2d_backward_packed
+        mask = [True, True, False]
+        bwd(g, s, p, wt, [1, 1], [1, 1], [1, 1], True, 0, mask)  # the valid call
+        raises(lambda: bwd(rnd(2, 4, 5, 6), s, p, wt, [1, 1], [1, 1], [1, 1], True, 0, mask), "grad", ValueError)
+        raises(lambda: bwd(g, s, p[:1], wt, [1, 1], [1, 1], [1, 1], True, 0, mask), "x_pass", ValueError)
+        raises(lambda: bwd(g, s, p, rnd(4, 60, 3, 3), [1, 1], [1, 1], [1, 1], True, 0, mask), "x_sign", ValueError)
+        raises(lambda: bwd(g, s.int(), p, wt, [1, 1], [1, 1], [1, 1], True, 0, mask), "x_sign", TypeError)
+        raises(lambda: bwd(g, s, p, wt, [1, 1], [1, 1], [1, 1], True, 3, mask), "pad_value", ValueError)
+        raises(lambda: bwd(g, s, p, wt, [0, 1], [1, 1], [1, 1], True, 0, mask), "stride", ValueError)
+
+
 def test_every_public_op_and_layer_is_fuzzed():
     # a new public name must get bad-input cases here (names of this file's tests are not checked:
     # the list below is kept by hand, next to the cases)
     fuzzed_ops = {"softmax_dsnt", "softmax_dsnt_with_reg", "upsample_add", "hr_fuse", "binarize", "binarize_pack",
-                  "binary_unpack", "xnor_alpha", "xnor_conv2d", "xnor_conv2d_packed", "xnor_conv2d_reference"}
+                  "binary_unpack", "xnor_alpha", "xnor_conv2d", "xnor_conv2d_packed", "xnor_conv2d_reference",
+                  "xnor_conv2d_fused", "xnor_conv2d_fused_reference"}
     assert set(F.__all__) == fuzzed_ops
     fuzzed_nn = {"SoftmaxDSNT", "DSNTHead", "UpsampleAdd", "HRFuse", "XNORConv2d", "PackedXNORConv2d",
                  "BinaryActivation", "binary_sign", "clip_binary_weights", "pack", "set_xnor_backend"}
     assert set(fnn.__all__) == fuzzed_nn
     schemas = {"softmax_dsnt", "softmax_dsnt_backward", "softmax_dsnt_reg", "softmax_dsnt_reg_backward",
-               "binarize_pack", "xnor_conv2d", "xnor_conv2d_packed", "xnor_conv2d_backward", "upsample_add",
+               "binarize_pack", "xnor_conv2d", "xnor_conv2d_packed", "xnor_conv2d_backward", "xnor_conv2d_fused",
+               "xnor_ste_pack", "xnor_conv2d_backward_packed", "upsample_add",
                "upsample_add_backward", "hr_fuse", "hr_fuse_backward"}
     registered = {s.name.split("::")[1] for s in torch._C._jit_get_all_schemas() if s.name.startswith("fastpose::")}
     assert registered == schemas

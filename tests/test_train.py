@@ -136,14 +136,11 @@ hist, model = train.train(cfg, return_model=True)
 rank = int(__import__("os").environ["RANK"])
 torch.save(torch.cat([p.detach().flatten() for p in model.parameters()]), f"{out}/params{rank}.pt")
 owned_left = dist.is_initialized()
-# 2. a group the caller created is used and left alone; the caller destroys it
-dist.init_process_group("gloo")
-hist2 = train.train(train.TrainConfig(**{**cfg.__dict__, "out": out + "/own", "epochs": 1, "max_batches": 1}))
-callers_kept = dist.is_initialized() and dist.get_world_size() == 2
-dist.destroy_process_group()
+# (A group the caller created is kept: test_process_group_torn_down_on_every_exit_path, in process.
+# Re-initialising a group here after train() destroyed its own reuses torchrun's store keys and can hang.)
 # one file per rank (the two processes' stdout interleave), written last: a rank that got here is done
 with open(f"{out}/rank{rank}.txt", "w") as f:
-    f.write(f"epochs {len(hist)} {len(hist2)} owned_left {owned_left} callers_kept {callers_kept}")
+    f.write(f"epochs {len(hist)} owned_left {owned_left}")
 """
 
 
@@ -160,7 +157,7 @@ def test_ddp_two_processes_gloo(tmp_path):
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     assert "terminate called" not in proc.stderr, proc.stderr[-4000:]
     for rank in (0, 1):
-        assert (out / f"rank{rank}.txt").read_text() == "epochs 2 1 owned_left False callers_kept True", rank
+        assert (out / f"rank{rank}.txt").read_text() == "epochs 2 owned_left False", rank
     # DDP keeps the replicas identical
     p0, p1 = (torch.load(out / f"params{r}.pt") for r in (0, 1))
     assert p0.numel() > 0 and torch.equal(p0, p1)
