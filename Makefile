@@ -70,6 +70,7 @@ demo: build
 	$(PY) -m fastpose demo
 
 bench: build
+	$(PY) -m pip install -q onnx onnxruntime  # the bench extra's baselines (float model under onnxruntime)
 	mkdir -p reports
 	$(PY) -m pytest bench -q -p no:randomly --benchmark-only --benchmark-json=reports/bench-cpu.json -m "not cuda"
 	$(PY) bench/report.py reports/bench-cpu.json -o reports/bench-cpu.md
