@@ -13,6 +13,20 @@ CUDA = torch.cuda.is_available()
 DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.cuda,
                                               pytest.mark.skipif(not CUDA, reason="needs CUDA")])]
 
+ISAS = ["portable", "avx2", "avx512"]
+
+
+@pytest.fixture(params=ISAS)
+def isa(request, monkeypatch):
+    """Runs a test once per CPU kernel path (FASTPOSE_ISA, read on every call, so one process runs them
+    all); paths this CPU lacks are skipped (forcing them would raise)."""
+    name = request.param
+    if name != "portable" and not fastpose.build_info()[f"{name}_supported"]:
+        pytest.skip(f"this CPU has no {name} (FASTPOSE_ISA={name} would raise)")
+    monkeypatch.setenv("FASTPOSE_ISA", name)
+    assert fastpose._C.cpu_isa() == name
+    return name
+
 
 @pytest.fixture(autouse=True)
 def _seed_and_threads():

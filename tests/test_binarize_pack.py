@@ -8,19 +8,6 @@ from fastpose.ops.xnor_conv import binarize_pack_reference, packed_words
 
 from conftest import DEVICES
 
-ISAS = ["portable", "avx2", "avx512"]
-
-
-@pytest.fixture(params=ISAS)
-def isa(request, monkeypatch):
-    # active_isa() reads FASTPOSE_ISA on every call, so one process can run every path.
-    name = request.param
-    if name != "portable" and not fastpose.build_info()[f"{name}_supported"]:
-        pytest.skip(f"this CPU has no {name} (FASTPOSE_ISA={name} would raise)")
-    monkeypatch.setenv("FASTPOSE_ISA", name)
-    assert fastpose._C.cpu_isa() == name
-    return name
-
 
 @pytest.mark.parametrize("C", [1, 3, 31, 33, 64, 65, 100, 128, 257])
 @pytest.mark.parametrize("layout", ["nchw", "channels_last", "strided"])

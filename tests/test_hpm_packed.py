@@ -16,14 +16,6 @@ from fastpose import models
 from fastpose.models import hpm_packed
 from fastpose.ops import xnor_conv as X
 
-ISAS = [i for i in ("portable", "avx2", "avx512") if fastpose.build_info().get(f"{i}_supported", i == "portable")]
-
-
-@pytest.fixture(params=ISAS)
-def isa(request, monkeypatch):
-    monkeypatch.setenv("FASTPOSE_ISA", request.param)
-    return request.param
-
 
 def _gen(seed):
     return torch.Generator().manual_seed(seed)

@@ -10,17 +10,6 @@ from fastpose.ops import binarize, binarize_pack, xnor_alpha, xnor_conv2d, xnor_
 
 from conftest import DEVICES
 
-ISAS = ["portable", "avx2", "avx512"]
-
-
-@pytest.fixture(params=ISAS)
-def isa(request, monkeypatch):
-    name = request.param
-    if name != "portable" and not fastpose.build_info()[f"{name}_supported"]:
-        pytest.skip(f"this CPU has no {name} (FASTPOSE_ISA={name} would raise)")
-    monkeypatch.setenv("FASTPOSE_ISA", name)
-    return name
-
 
 def literal_reference(x, w, bias, stride, padding, dilation, scale, pad_value, alpha=None):
     """The issue's definition, written out: F.conv2d(binarize(x), binarize(w)) * alpha + bias in float32

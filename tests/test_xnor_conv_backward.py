@@ -10,17 +10,7 @@ import fastpose
 from fastpose.nn import XNORConv2d
 from fastpose.ops import binarize, binarize_pack, xnor_conv2d
 
-ISAS = ["portable", "avx2", "avx512"]
 ops = torch.ops.fastpose
-
-
-@pytest.fixture(params=ISAS)
-def isa(request, monkeypatch):
-    name = request.param
-    if name != "portable" and not fastpose.build_info()[f"{name}_supported"]:
-        pytest.skip(f"this CPU has no {name}")
-    monkeypatch.setenv("FASTPOSE_ISA", name)
-    return name
 
 
 def surrogate(x, w, b, stride, padding, dilation, scale, pad_value):
