@@ -18,20 +18,7 @@ namespace {
 
 }  // namespace
 
-void xnor_gemm_block_avx512(const uint64_t* x, const int64_t* xoff, int nk, const uint64_t* w, int64_t wstride,
-                            const int64_t* woff, int nout, int npix, int32_t* S, int64_t s_ostride) {
-  xnor512_run(x, xoff, nk, w, wstride, woff, nout, npix, S, s_ostride);
-}
-
-void pack_row_nchw_f32_avx512(const float* src, int64_t C, int64_t W, int64_t sc, uint64_t* dst, int64_t ps,
-                              int64_t ks) {
-  xnor512_pack_row_nchw(src, C, W, sc, dst, ps, ks);
-}
-
-void pack_row_nhwc_f32_avx512(const float* src, int64_t C, int64_t W, int64_t sw, uint64_t* dst, int64_t ps,
-                              int64_t ks) {
-  xnor512_pack_row_nhwc(src, C, W, sw, dst, ps, ks);
-}
+#include "core/xnor_conv_avx512_entry.h"
 
 int64_t xnor_popcount_peak_avx512(int64_t iters) {
   // 16 independent accumulators over 4 x 4 distinct operand pairs, as in the GEMM's register block; the asm barrier keeps

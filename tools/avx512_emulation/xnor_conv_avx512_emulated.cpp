@@ -1,6 +1,8 @@
 // The AVX-512 kernels of the XNOR convolution (popcount GEMM, float32 bit packing) compiled against
 // SIMDe's portable emulation of the intrinsics, so the AVX-512 path can be checked on machines without
 // AVX-512 (tools/avx512_emulation/run_xnor_conv.sh). Test-only; the library uses the real intrinsics.
+#include <cstdlib>
+
 #define SIMDE_ENABLE_NATIVE_ALIASES
 #include <simde/x86/avx512.h>
 #include <algorithm>
@@ -25,17 +27,12 @@ static inline uint64_t _cvtmask64_u64(__mmask64 k) { return static_cast<uint64_t
 namespace fastpose { namespace core { namespace {
 #include "core/xnor_conv_avx512_kernel.h"
 }
-void xnor_gemm_block_avx512(const uint64_t* x, const int64_t* xoff, int nk, const uint64_t* w, int64_t wstride,
-                            const int64_t* woff, int nout, int npix, int32_t* S, int64_t s_ostride) {
-  xnor512_run(x, xoff, nk, w, wstride, woff, nout, npix, S, s_ostride);
-}
-void pack_row_nchw_f32_avx512(const float* src, int64_t C, int64_t W, int64_t sc, uint64_t* dst, int64_t ps,
-                              int64_t ks) {
-  xnor512_pack_row_nchw(src, C, W, sc, dst, ps, ks);
-}
-void pack_row_nhwc_f32_avx512(const float* src, int64_t C, int64_t W, int64_t sw, uint64_t* dst, int64_t ps,
-                              int64_t ks) {
-  xnor512_pack_row_nhwc(src, C, W, sw, dst, ps, ks);
-}
+#include "core/xnor_conv_avx512_entry.h"
 int64_t xnor_popcount_peak_avx512(int64_t iters) { return iters * 512; }  // not a measurement here
+// The fused epilogue's AVX-512 forms (xnor_fused_avx512.cpp) are not under test here: xnor_fused.cpp
+// links against them, the comparison never reaches them (false = take the portable epilogue).
+bool xnor_fused_epilogue_avx512(const XnorConvProblem&, int64_t, int64_t, int64_t, int, int64_t, int, const int32_t*,
+                                int64_t, const int32_t*, const int32_t*) { return false; }
+void pack_row_affine_nhwc_f32_avx512(const float*, int64_t, int64_t, int64_t, const float*, const float*, uint64_t*,
+                                     int64_t) { std::abort(); }
 }}
