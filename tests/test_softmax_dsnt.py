@@ -322,3 +322,33 @@ def test_one_kernel_launch_per_direction():
                    if e.device_type == torch.autograd.DeviceType.CUDA and "emcpy" not in e.name
                    and "emset" not in e.name]
         assert len(kernels) == 1, (direction, kernels)
+
+
+# The backward writes large gradients with non-temporal stores (whole aligned vectors; the rest of a
+# chunk with plain stores). FASTPOSE_STREAM_STORES=1 forces that path at any size: aligned maps
+# (H*W a multiple of 16), unaligned ones, tails shorter than a block, and a default-size case above
+# the 4 MiB threshold.
+@pytest.mark.parametrize("isa", ["portable", "avx2", "avx512"], indirect=True)
+@pytest.mark.parametrize("stream", ["1", "0", ""])
+@pytest.mark.parametrize("shape", [(2, 3, 16, 16), (3, 2, 64, 48), (2, 3, 17, 33), (1, 2, 5, 80), (1, 1, 1, 16)])
+def test_backward_streaming_stores(shape, stream, isa, monkeypatch):
+    monkeypatch.setenv("FASTPOSE_STREAM_STORES", stream)
+    x = _logits(shape, torch.float32, "cpu")
+    g = torch.randn(shape[0], shape[1], 2)
+    xa = x.clone().requires_grad_()
+    xb = x.double().requires_grad_()
+    softmax_dsnt(xa).backward(g)
+    softmax_dsnt_reference(xb).backward(g.double())
+    torch.testing.assert_close(xa.grad.double(), xb.grad, atol=1e-6, rtol=1e-5)
+
+
+def test_backward_streaming_stores_large(monkeypatch):
+    monkeypatch.delenv("FASTPOSE_STREAM_STORES", raising=False)
+    x = _logits((8, 16, 96, 96), torch.float32, "cpu")  # 4.7 MB of gradient: streamed by default
+    g = torch.randn(8, 16, 2)
+    xa = x.clone().requires_grad_()
+    softmax_dsnt(xa).backward(g)
+    monkeypatch.setenv("FASTPOSE_STREAM_STORES", "0")
+    xb = x.clone().requires_grad_()
+    softmax_dsnt(xb).backward(g)
+    assert torch.equal(xa.grad, xb.grad)  # the same arithmetic, only the store instruction differs

@@ -416,6 +416,7 @@ struct DsntKernel {
     const int64_t W = p.W, HW = p.H * p.W;
     const bool with_reg = p.reg != DsntReg::None && gdiv != nullptr;
     const bool direct = p.type == ElemType::F32 || p.type == ElemType::F64;
+    const bool stream = p.stream_out;
     for (int64_t m = begin; m < end; ++m) {
       const char* base = map_base(m);
       const T* st = stats + 4 * m;
@@ -469,6 +470,19 @@ struct DsntKernel {
           T* d = dst + h0 * W;
           const T* wl = w;  // a local: the (may-alias) vector stores would force reloads of the member
           int64_t i = 0;
+          // Streaming stores need aligned full vectors; the step U * N keeps the chunk's alignment.
+          const bool nt = stream && V::kStreamAlign > 0 &&
+                          reinterpret_cast<uintptr_t>(d) % (V::kStreamAlign > 0 ? V::kStreamAlign : 1) == 0;
+          if (nt) {
+            for (; i + U * N <= n; i += U * N) {
+              V a[U];
+#pragma GCC unroll 8
+              for (int k = 0; k < U; ++k) a[k] = V::load(s + i + k * N);
+              eb.template run<U>(a);
+#pragma GCC unroll 8
+              for (int k = 0; k < U; ++k) V::stream(d + i + k * N, a[k] * (V::load(wl + i + k * N) + cv));
+            }
+          }
           for (; i + U * N <= n; i += U * N) {
             V a[U];
 #pragma GCC unroll 8
@@ -510,5 +524,7 @@ struct DsntKernel {
         if (!direct) store_row16(reinterpret_cast<uint16_t*>(out) + m * HW + h * W);
       }
     }
+    // Non-temporal stores are weakly ordered: make them visible before the caller's thread join.
+    if (stream) V::stream_fence();
   }
 };

@@ -17,6 +17,10 @@ struct VecAvx2 {
   }
   static inline void store(float* p, VecAvx2 a) { _mm256_storeu_ps(p, a.v); }
   static inline void store_partial(float* p, int n, VecAvx2 a) { _mm256_maskstore_ps(p, tail_mask(n), a.v); }
+  // Non-temporal store (p 32-byte aligned): no read-for-ownership of the line.
+  static constexpr int kStreamAlign = 32;
+  static inline void stream(float* p, VecAvx2 a) { _mm256_stream_ps(p, a.v); }
+  static inline void stream_fence() { _mm_sfence(); }
   inline VecAvx2 operator+(VecAvx2 b) const { const VecAvx2& a = *this; return {_mm256_add_ps(a.v, b.v)}; }
   inline VecAvx2 operator-(VecAvx2 b) const { const VecAvx2& a = *this; return {_mm256_sub_ps(a.v, b.v)}; }
   inline VecAvx2 operator*(VecAvx2 b) const { const VecAvx2& a = *this; return {_mm256_mul_ps(a.v, b.v)}; }

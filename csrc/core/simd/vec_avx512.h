@@ -15,6 +15,10 @@ struct VecAvx512 {
   }
   static inline void store(float* p, VecAvx512 a) { _mm512_storeu_ps(p, a.v); }
   static inline void store_partial(float* p, int n, VecAvx512 a) { _mm512_mask_storeu_ps(p, tail_mask(n), a.v); }
+  // Non-temporal store of a whole cache line (p 64-byte aligned): no read-for-ownership of the line.
+  static constexpr int kStreamAlign = 64;
+  static inline void stream(float* p, VecAvx512 a) { _mm512_stream_ps(p, a.v); }
+  static inline void stream_fence() { _mm_sfence(); }
   inline VecAvx512 operator+(VecAvx512 b) const { const VecAvx512& a = *this; return {_mm512_add_ps(a.v, b.v)}; }
   inline VecAvx512 operator-(VecAvx512 b) const { const VecAvx512& a = *this; return {_mm512_sub_ps(a.v, b.v)}; }
   inline VecAvx512 operator*(VecAvx512 b) const { const VecAvx512& a = *this; return {_mm512_mul_ps(a.v, b.v)}; }

@@ -12,6 +12,9 @@ struct VecScalar {
   static inline void store_partial(Scalar* p, int n, VecScalar a) {
     if (n > 0) *p = a.v;
   }
+  static constexpr int kStreamAlign = 0;  // no streaming stores: stream() is a plain store
+  static inline void stream(Scalar* p, VecScalar a) { *p = a.v; }
+  static inline void stream_fence() {}
   inline VecScalar operator+(VecScalar b) const { const VecScalar& a = *this; return {a.v + b.v}; }
   inline VecScalar operator-(VecScalar b) const { const VecScalar& a = *this; return {a.v - b.v}; }
   inline VecScalar operator*(VecScalar b) const { const VecScalar& a = *this; return {a.v * b.v}; }
