@@ -352,3 +352,20 @@ def test_backward_streaming_stores_large(monkeypatch):
     xb = x.clone().requires_grad_()
     softmax_dsnt(xb).backward(g)
     assert torch.equal(xa.grad, xb.grad)  # the same arithmetic, only the store instruction differs
+
+
+@pytest.mark.parametrize("isa", ["portable", "avx2", "avx512"], indirect=True)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+@pytest.mark.parametrize("shape", [(1, 2, 4, 16), (1, 2, 33, 7), (1, 2, 64, 64)])
+def test_nan_among_minus_inf_is_nan_not_masked(shape, dtype, isa):
+    # A map of -inf with one NaN: torch.softmax gives NaN; only a map of nothing but -inf raises.
+    x = torch.full(shape, float("-inf"), dtype=dtype)
+    x[0, 0, shape[2] // 2, shape[3] - 1] = float("nan")
+    x[0, 1] = torch.randn(shape[2:], dtype=dtype)
+    c = softmax_dsnt(x)
+    assert torch.isnan(c[0, 0]).all() and torch.isfinite(c[0, 1]).all()
+    coords, div = softmax_dsnt_with_reg(x, torch.zeros(1, 2, 2, dtype=dtype), 1.0, "js")
+    assert torch.isnan(coords[0, 0]).all() and torch.isnan(div[0, 0])
+    x[0, 0, shape[2] // 2, shape[3] - 1] = float("-inf")
+    with pytest.raises(ValueError, match="-inf"):
+        softmax_dsnt(x)

@@ -369,7 +369,9 @@ struct DsntKernel {
       }
       T* st = stats + 4 * m;
       if (M == ninf) {
-        ++bad;
+        // No finite logit. A NaN among -inf entries is not a masked map: its result is NaN, as
+        // torch.softmax gives (the vector max drops NaN operands, so look for one here: rare path).
+        if (!map_has_nan(base)) ++bad;
         const T nan = __builtin_nan("");
         st[0] = st[1] = st[2] = st[3] = nan;
         if (div) div[m] = nan;
@@ -384,6 +386,15 @@ struct DsntKernel {
       if (p.reg != DsntReg::None) div[m] = static_cast<T>(divergence(base, m, st[0], Ssaved));
     }
     return bad;
+  }
+
+  bool map_has_nan(const char* base) {
+    for (int64_t h = 0; h < p.H; ++h) {
+      const T* r = row(base, h);
+      for (int64_t i = 0; i < p.W; ++i)
+        if (r[i] != r[i]) return true;
+    }
+    return false;
   }
 
   double divergence(const char* base, int64_t m, double M, double S) {

@@ -110,6 +110,7 @@ def _setup_plain(ctx, inputs, output):
     (logits,) = inputs
     _, stats = output
     ctx.mark_non_differentiable(stats)
+    ctx.set_materialize_grads(False)  # no zeros for the stats' (always absent) gradient on every step
     ctx.save_for_backward(logits, stats)
 
 
@@ -129,6 +130,7 @@ def _setup_reg(ctx, inputs, output):
     logits, target, sigma, reg = inputs
     _, _, stats = output
     ctx.mark_non_differentiable(stats)
+    ctx.set_materialize_grads(False)
     ctx.save_for_backward(logits, target, stats)
     ctx.sigma, ctx.reg = sigma, reg
 
