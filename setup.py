@@ -46,7 +46,7 @@ def _sources(*patterns):
 
 def extension():
     with_cuda = _want_cuda()
-    sources = _sources("*.cpp", "core/*.cpp", "cpu/*.cpp")
+    sources = _sources("*.cpp", "core/*.cpp", "cpu/*.cpp", "autograd/*.cpp")
     # at::parallel_for is inline OpenMP in torch's headers: without -fopenmp it silently runs serially.
     cxx = ["-O3", "-std=c++17", "-fvisibility=hidden", "-fopenmp", "-DFASTPOSE_WITH_CUDA=%d" % int(with_cuda)]
     link = ["-fopenmp"]

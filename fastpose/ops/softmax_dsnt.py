@@ -106,24 +106,8 @@ def _double_backward_grad(logits, fn, grads):
         return torch.autograd.grad(outs, logits, grads, create_graph=True)[0]
 
 
-def _setup_plain(ctx, inputs, output):
-    (logits,) = inputs
-    _, stats = output
-    ctx.mark_non_differentiable(stats)
-    ctx.set_materialize_grads(False)  # no zeros for the stats' (always absent) gradient on every step
-    ctx.save_for_backward(logits, stats)
-
-
-def _backward_plain(ctx, grad_coords, _grad_stats):
-    logits, stats = ctx.saved_tensors
-    if grad_coords is None or not ctx.needs_input_grad[0]:
-        return None
-    if torch.is_grad_enabled() and logits.requires_grad:
-        return _double_backward_grad(logits, lambda x: (softmax_dsnt_reference(x),), (grad_coords,))
-    return torch.ops.fastpose.softmax_dsnt_backward(grad_coords, logits, stats)
-
-
-torch.library.register_autograd("fastpose::softmax_dsnt", _backward_plain, setup_context=_setup_plain)
+# softmax_dsnt's autograd is registered in C++ (csrc/autograd/softmax_dsnt.cpp: no Python objects per
+# training step); the regularised op's stays here.
 
 
 def _setup_reg(ctx, inputs, output):

@@ -121,12 +121,17 @@ struct VecAvx512 {
       for (int k = 0; k < U; ++k) r[k] = _mm512_fnmadd_ps(_mm512_sub_ps(t[k], shift), ln2k, x[k]);
 #pragma GCC unroll 8
       for (int k = 0; k < U; ++k) q[k] = _mm512_fmadd_ps(c2, r[k], c1);
+      // The shift first: t then dies in the permute, which can overwrite it (vpermi2d) instead of
+      // a copy of the table (vpermt2d destroys its first table operand).
+      __m512i sh[U];
+#pragma GCC unroll 8
+      for (int k = 0; k < U; ++k) sh[k] = _mm512_slli_epi32(_mm512_castps_si512(t[k]), 18);
 #pragma GCC unroll 8
       for (int k = 0; k < U; ++k) b[k] = _mm512_permutex2var_epi32(t0, _mm512_castps_si512(t[k]), t1);
 #pragma GCC unroll 8
       for (int k = 0; k < U; ++k) q[k] = _mm512_fmadd_ps(q[k], r[k], one);
 #pragma GCC unroll 8
-      for (int k = 0; k < U; ++k) b[k] = _mm512_add_epi32(b[k], _mm512_slli_epi32(_mm512_castps_si512(t[k]), 18));
+      for (int k = 0; k < U; ++k) b[k] = _mm512_add_epi32(b[k], sh[k]);
 #pragma GCC unroll 8
       for (int k = 0; k < U; ++k) a[k].v = _mm512_mul_ps(q[k], _mm512_castsi512_ps(b[k]));
     }
