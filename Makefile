@@ -9,7 +9,7 @@ SHELL := /bin/bash
 # Concurrent builds in one tree (several shells, several developers) would clobber build/: serialise.
 LOCK    := flock /tmp/fastpose-build-$(shell id -u).lock
 
-.PHONY: all venv build test pytest ctest asan-test nvcc-check demo bench gpu-check gpu-check-dry clean
+.PHONY: all venv build test pytest ctest asan-test nvcc-check demo bench bench-avx2 gpu-check gpu-check-dry clean
 
 all: build
 
@@ -75,6 +75,18 @@ bench: build
 	$(PY) -m pytest bench -q -p no:randomly --benchmark-only --benchmark-json=reports/bench-cpu.json -m "not cuda"
 	$(PY) bench/report.py reports/bench-cpu.json -o reports/bench-cpu.md
 	cat reports/bench-cpu.md
+
+# What an AVX2-only machine runs, on an AVX-512 one: fastpose's AVX2 kernels against PyTorch eager and
+# oneDNN restricted to AVX2 (both read at start-up, hence a process of its own). The CPU kernels'
+# benchmarks at 1 thread; BENCH_AVX2_K narrows them.
+BENCH_AVX2_K ?= t1 and not avx2
+bench-avx2: build
+	mkdir -p reports
+	ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 FASTPOSE_ISA=avx2 $(PY) -m pytest -q -p no:randomly \
+	  bench/bench_softmax_dsnt.py bench/bench_xnor_conv.py --benchmark-only -m "not cuda" \
+	  -k "$(BENCH_AVX2_K)" --benchmark-json=reports/bench-cpu-avx2.json
+	$(PY) bench/report.py reports/bench-cpu-avx2.json -o reports/bench-cpu-avx2.md
+	cat reports/bench-cpu-avx2.md
 
 # One command for a GPU machine (offline: the machine's python3, torch and triton; no venv, no
 # download): build for sm_90 with every core, pytest -m cuda, the gpu_quick benchmarks, and
