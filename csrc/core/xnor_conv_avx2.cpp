@@ -110,9 +110,13 @@ void gemm_nibble(const __m256i* xb, int nk, const uint16_t* off, int64_t ostride
     // and bytes 8-15 pixels 2,3,6,7,10,11,14,15, so interleaving 32-bit pairs restores pixel order.
     for (int o = 0; o < OB; ++o)
       for (int g = 0; g < PB; ++g) {
-        const __m128i lo = _mm_add_epi16(_mm256_castsi256_si128(s16[o][g][0]), _mm256_extracti128_si256(s16[o][g][0], 1));
-        const __m128i hi = _mm_add_epi16(_mm256_castsi256_si128(s16[o][g][1]), _mm256_extracti128_si256(s16[o][g][1], 1));
-        __m256i r[2] = {_mm256_cvtepu16_epi32(_mm_unpacklo_epi32(lo, hi)), _mm256_cvtepu16_epi32(_mm_unpackhi_epi32(lo, hi))};
+        // (lanes added in 32 bits: each may hold up to 32 x kChunkSteps)
+        const __m128i lo0 = _mm256_castsi256_si128(s16[o][g][0]), lo1 = _mm256_extracti128_si256(s16[o][g][0], 1);
+        const __m128i hi0 = _mm256_castsi256_si128(s16[o][g][1]), hi1 = _mm256_extracti128_si256(s16[o][g][1], 1);
+        __m256i r[2] = {_mm256_add_epi32(_mm256_cvtepu16_epi32(_mm_unpacklo_epi32(lo0, hi0)),
+                                         _mm256_cvtepu16_epi32(_mm_unpacklo_epi32(lo1, hi1))),
+                        _mm256_add_epi32(_mm256_cvtepu16_epi32(_mm_unpackhi_epi32(lo0, hi0)),
+                                         _mm256_cvtepu16_epi32(_mm_unpackhi_epi32(lo1, hi1)))};
         const int nh = g + 1 < PB || npix_last == 16 ? 2 : 1;
         for (int h = 0; h < nh; ++h) {
           __m256i* sp = reinterpret_cast<__m256i*>(S + o * ss + 16 * g + 8 * h);
