@@ -27,7 +27,7 @@ namespace {
 //    low nibbles in the low 128-bit lane, high nibbles in the high lane, one pixel per byte;
 //  - w: popc(n ^ wn) over n is a 16-entry table that depends only on the weight nibble wn, so the
 //    32-byte table pair for weight byte b (low lane: low nibble, high lane: high nibble) is one of 256
-//    (kTables, 8 KB, L1-resident); vpshufb(table of w byte j, x vector j) is popc(x ^ w) per nibble.
+//    (nibble_tables(), 8 KB, L1-resident); vpshufb(table of w byte j, x vector j) is popc(x ^ w) per nibble.
 // Byte counters gain at most 4 per lookup, 32 per K step: drained into 16-bit sums every 7 steps.
 struct NibbleTables {
   alignas(32) uint8_t t[256][32];
@@ -39,7 +39,12 @@ struct NibbleTables {
       }
   }
 };
-const NibbleTables kTables;
+// Built on first use, never at load time: this code is compiled for AVX2 and the library also loads
+// on CPUs without it.
+const NibbleTables& nibble_tables() {
+  static const NibbleTables t;
+  return t;
+}
 
 constexpr int kDrainSteps = 7;                       // 7 steps x 32 <= 255 per byte counter
 constexpr int kChunkSteps = kDrainSteps * 292;       // 16-bit sums: <= 32 x 2044 <= 65535 per lane
@@ -72,11 +77,11 @@ inline void nibble_planes16(const uint64_t* src, int n, __m256i* dst, int64_t st
 }
 
 // OB output channels x PB groups of 16 pixels. xb: [k][j][PB] nibble planes; off: byte offsets into
-// kTables, [o][k][j] with o stride ostride; npix_last: valid pixels of the last group (8 or 16).
+// nibble_tables(), [o][k][j] with o stride ostride; npix_last: valid pixels of the last group (8 or 16).
 template <int OB, int PB>
 void gemm_nibble(const __m256i* xb, int nk, const uint16_t* off, int64_t ostride, int32_t* S, int64_t ss,
                  int npix_last) {
-  const char* T = reinterpret_cast<const char*>(kTables.t);
+  const char* T = reinterpret_cast<const char*>(nibble_tables().t);
   const __m256i zero = _mm256_setzero_si256();
   for (int c0 = 0; c0 < nk; c0 += kChunkSteps) {
     const int c1 = c0 + kChunkSteps < nk ? c0 + kChunkSteps : nk;
@@ -192,7 +197,7 @@ int64_t xnor_popcount_peak_avx2(int64_t iters) {
   // drained every 56 steps as in the GEMM.
   __m256i acc[8], xv[4], t[2], sum = _mm256_setzero_si256();
   for (int i = 0; i < 4; ++i) xv[i] = _mm256_set1_epi64x(0x0f0e0d0c0b0a0908ll + 0x0101010101010101ll * i);
-  for (int i = 0; i < 2; ++i) t[i] = _mm256_load_si256(reinterpret_cast<const __m256i*>(kTables.t[37 * i + 5]));
+  for (int i = 0; i < 2; ++i) t[i] = _mm256_load_si256(reinterpret_cast<const __m256i*>(nibble_tables().t[37 * i + 5]));
   int64_t done = 0;
   for (int64_t it = 0; it < iters; it += 8 * kDrainSteps) {
     for (int i = 0; i < 8; ++i) acc[i] = _mm256_setzero_si256();
