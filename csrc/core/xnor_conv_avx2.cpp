@@ -1,13 +1,15 @@
 // AVX2 kernels of the XNOR convolution (called only when cpuid has AVX2 + POPCNT):
-//  - the popcount GEMM over the prepared input (pixels as lanes): nibble-LUT vpshufb popcount (Mula)
-//    with byte accumulators drained by vpsadbw (scalar POPCNT measured 1.9x slower in the old kernel),
-//    and the register-only loop of its inner step (the AVX2 limit the benchmark reports against);
+//  - the popcount GEMM over the prepared input (pixels as lanes), on nibble planes of x against
+//    weight-specific vpshufb tables (see gemm_nibble), and the register-only loop of its inner step
+//    (the AVX2 limit the benchmark reports against);
 //  - float32 bit packing of NCHW rows (8-pixel x 64-channel sign-mask tiles transposed with
 //    shift + vpmovmskb) and of NHWC rows (vmovmskps per 8 channels), to any output word strides.
 #include <immintrin.h>
 
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <vector>
 
 #include "core/xnor_conv.h"
 
@@ -18,53 +20,120 @@ namespace fastpose {
 namespace core {
 namespace {
 
-inline __m256i popcnt_bytes(__m256i v, __m256i lut, __m256i m4) {
-  const __m256i lo = _mm256_and_si256(v, m4);
-  const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
-  return _mm256_add_epi8(_mm256_shuffle_epi8(lut, lo), _mm256_shuffle_epi8(lut, hi));
-}
-
-// OB output channels x PB vectors of 4 pixels (lanes are pixels, as in the AVX-512 kernel). Byte
-// counters take at most 8 per K step, so they are drained into the 64-bit per-pixel sums (vpsadbw
-// sums the 8 bytes of each lane: exactly one pixel's word) every 31 steps; the sums live in memory
-// so the 16 ymm registers hold the byte counters, the operands and the LUT.
-template <int OB, int PB>
-void gemm_lut(const uint64_t* x, const int64_t* xoff, int nk, const uint64_t* w, int64_t wstride,
-              const int64_t* woff, int32_t* S, int64_t ss) {
-  const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1, 2, 1, 2, 2, 3, 1,
-                                       2, 2, 3, 2, 3, 3, 4);
-  const __m256i m4 = _mm256_set1_epi8(0x0f);
-  const __m256i zero = _mm256_setzero_si256();
-  alignas(32) int64_t sums[OB][PB][4] = {};
-  for (int k0 = 0; k0 < nk; k0 += 31) {
-    const int k1 = k0 + 31 < nk ? k0 + 31 : nk;
-    __m256i acc[OB][PB];
-    for (int o = 0; o < OB; ++o)
-      for (int q = 0; q < PB; ++q) acc[o][q] = zero;
-    for (int k = k0; k < k1; ++k) {
-      const uint64_t* xp = x + xoff[k];
-      const uint64_t* wp = w + woff[k];
-      __m256i xv[PB];
-      for (int q = 0; q < PB; ++q) xv[q] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xp + 4 * q));
-      for (int o = 0; o < OB; ++o) {
-        const __m256i wv = _mm256_set1_epi64x(static_cast<long long>(wp[o * wstride]));
-        for (int q = 0; q < PB; ++q)
-          acc[o][q] = _mm256_add_epi8(acc[o][q], popcnt_bytes(_mm256_xor_si256(xv[q], wv), lut, m4));
-      }
-    }
-    for (int o = 0; o < OB; ++o)
-      for (int q = 0; q < PB; ++q) {
-        __m256i* sp = reinterpret_cast<__m256i*>(sums[o][q]);
-        _mm256_store_si256(sp, _mm256_add_epi64(_mm256_load_si256(sp), _mm256_sad_epu8(acc[o][q], zero)));
+// The popcount GEMM runs on a nibble-plane form of x and weight-specific lookup tables, so one
+// vpshufb + vpaddb pair does 128 binary MACs (16 pixels x 2 nibbles of 4 bits), against 256 MACs per
+// 8 ops (xor, 2 and, shift, 2 pshufb, 2 add) for the plain nibble-LUT popcount of x ^ w (2x fewer ops):
+//  - x: 16 pixels' words of one K step become 8 vectors, vector j holding byte j of every word:
+//    low nibbles in the low 128-bit lane, high nibbles in the high lane, one pixel per byte;
+//  - w: popc(n ^ wn) over n is a 16-entry table that depends only on the weight nibble wn, so the
+//    32-byte table pair for weight byte b (low lane: low nibble, high lane: high nibble) is one of 256
+//    (nibble_tables(), 8 KB, L1-resident); vpshufb(table of w byte j, x vector j) is popc(x ^ w) per nibble.
+// Byte counters gain at most 4 per lookup, 32 per K step: drained into 16-bit sums every 7 steps.
+struct NibbleTables {
+  alignas(32) uint8_t t[256][32];
+  NibbleTables() {
+    for (int b = 0; b < 256; ++b)
+      for (int i = 0; i < 16; ++i) {
+        t[b][i] = static_cast<uint8_t>(__builtin_popcount(static_cast<unsigned>(i ^ (b & 15))));
+        t[b][16 + i] = static_cast<uint8_t>(__builtin_popcount(static_cast<unsigned>(i ^ (b >> 4))));
       }
   }
-  for (int o = 0; o < OB; ++o)
-    for (int q = 0; q < PB; ++q)
-      for (int l = 0; l < 4; ++l) S[o * ss + 4 * q + l] = static_cast<int32_t>(sums[o][q][l]);
+};
+// Built on first use, never at load time: this code is compiled for AVX2 and the library also loads
+// on CPUs without it.
+const NibbleTables& nibble_tables() {
+  static const NibbleTables t;
+  return t;
 }
 
-using GemmFn = void (*)(const uint64_t*, const int64_t*, int, const uint64_t*, int64_t, const int64_t*, int32_t*,
-                        int64_t);
+constexpr int kDrainSteps = 7;                       // 7 steps x 32 <= 255 per byte counter
+constexpr int kChunkSteps = kDrainSteps * 292;       // 16-bit sums: <= 32 x 2044 <= 65535 per lane
+
+// Pixel order of the bytes of a nibble-plane lane (from the transpose below): byte b is pixel kPix[b].
+// (0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15)
+
+// Nibble planes of 16 words src[0..n) (n = 8 or 16; missing words read as 0): dst[j * stride], j < 8.
+inline void nibble_planes16(const uint64_t* src, int n, __m256i* dst, int64_t stride) {
+  // In-lane: a lane's two words a, b -> 16-bit units (a[j], b[j]) for bytes j = 0..7.
+  const __m256i pair = _mm256_setr_epi8(0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15, 0, 8, 1, 9, 2, 10, 3,
+                                        11, 4, 12, 5, 13, 6, 14, 7, 15);
+  __m256i y[4];
+  for (int m = 0; m < 4; ++m)
+    y[m] = 4 * m < n ? _mm256_shuffle_epi8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + 4 * m)), pair)
+                     : _mm256_setzero_si256();
+  // 8 x 8 transpose of the 16-bit units (lane l of y[m] is word pair 2m + l): b[i] holds bytes 2i and
+  // 2i + 1 of the even pairs in its low lane and of the odd pairs in its high lane.
+  const __m256i a0 = _mm256_unpacklo_epi16(y[0], y[1]), a1 = _mm256_unpackhi_epi16(y[0], y[1]);
+  const __m256i a2 = _mm256_unpacklo_epi16(y[2], y[3]), a3 = _mm256_unpackhi_epi16(y[2], y[3]);
+  const __m256i b[4] = {_mm256_unpacklo_epi32(a0, a2), _mm256_unpackhi_epi32(a0, a2), _mm256_unpacklo_epi32(a1, a3),
+                        _mm256_unpackhi_epi32(a1, a3)};
+  const __m256i m4 = _mm256_set1_epi8(0x0f);
+  for (int i = 0; i < 4; ++i) {
+    const __m256i t = _mm256_permute4x64_epi64(b[i], 0xd8);  // lane 0: byte 2i of all 16 words, lane 1: 2i + 1
+    const __m256i lo = _mm256_and_si256(t, m4), hi = _mm256_and_si256(_mm256_srli_epi16(t, 4), m4);
+    dst[(2 * i) * stride] = _mm256_permute2x128_si256(lo, hi, 0x20);
+    dst[(2 * i + 1) * stride] = _mm256_permute2x128_si256(lo, hi, 0x31);
+  }
+}
+
+// OB output channels x PB groups of 16 pixels. xb: [k][j][PB] nibble planes; off: byte offsets into
+// nibble_tables(), [o][k][j] with o stride ostride; npix_last: valid pixels of the last group (8 or 16).
+template <int OB, int PB>
+void gemm_nibble(const __m256i* xb, int nk, const uint16_t* off, int64_t ostride, int32_t* S, int64_t ss,
+                 int npix_last) {
+  const char* T = reinterpret_cast<const char*>(nibble_tables().t);
+  const __m256i zero = _mm256_setzero_si256();
+  for (int c0 = 0; c0 < nk; c0 += kChunkSteps) {
+    const int c1 = c0 + kChunkSteps < nk ? c0 + kChunkSteps : nk;
+    __m256i s16[OB][PB][2];
+    for (int o = 0; o < OB; ++o)
+      for (int g = 0; g < PB; ++g) s16[o][g][0] = s16[o][g][1] = zero;
+    for (int k0 = c0; k0 < c1; k0 += kDrainSteps) {
+      const int k1 = k0 + kDrainSteps < c1 ? k0 + kDrainSteps : c1;
+      __m256i acc[OB][PB];
+      for (int o = 0; o < OB; ++o)
+        for (int g = 0; g < PB; ++g) acc[o][g] = zero;
+      for (int kj = 8 * k0; kj < 8 * k1; ++kj) {
+        const __m256i* xk = xb + kj * PB;
+        __m256i xv[PB];
+        for (int g = 0; g < PB; ++g) xv[g] = _mm256_load_si256(xk + g);
+        for (int o = 0; o < OB; ++o) {
+          const __m256i t = _mm256_load_si256(reinterpret_cast<const __m256i*>(T + off[o * ostride + kj]));
+          for (int g = 0; g < PB; ++g) acc[o][g] = _mm256_add_epi8(acc[o][g], _mm256_shuffle_epi8(t, xv[g]));
+        }
+        // Without this GCC 12 copies every accumulator once per step (vpaddb into a temporary + vmovdqa).
+        for (int o = 0; o < OB; ++o)
+          for (int g = 0; g < PB; ++g) __asm__("" : "+x"(acc[o][g]));
+      }
+      for (int o = 0; o < OB; ++o)
+        for (int g = 0; g < PB; ++g) {
+          s16[o][g][0] = _mm256_add_epi16(s16[o][g][0], _mm256_unpacklo_epi8(acc[o][g], zero));
+          s16[o][g][1] = _mm256_add_epi16(s16[o][g][1], _mm256_unpackhi_epi8(acc[o][g], zero));
+        }
+    }
+    // Per pixel: the two lanes (low and high nibbles) added; bytes 0-7 are pixels 0,1,4,5,8,9,12,13
+    // and bytes 8-15 pixels 2,3,6,7,10,11,14,15, so interleaving 32-bit pairs restores pixel order.
+    for (int o = 0; o < OB; ++o)
+      for (int g = 0; g < PB; ++g) {
+        // (lanes added in 32 bits: each may hold up to 32 x kChunkSteps)
+        const __m128i lo0 = _mm256_castsi256_si128(s16[o][g][0]), lo1 = _mm256_extracti128_si256(s16[o][g][0], 1);
+        const __m128i hi0 = _mm256_castsi256_si128(s16[o][g][1]), hi1 = _mm256_extracti128_si256(s16[o][g][1], 1);
+        __m256i r[2] = {_mm256_add_epi32(_mm256_cvtepu16_epi32(_mm_unpacklo_epi32(lo0, hi0)),
+                                         _mm256_cvtepu16_epi32(_mm_unpacklo_epi32(lo1, hi1))),
+                        _mm256_add_epi32(_mm256_cvtepu16_epi32(_mm_unpackhi_epi32(lo0, hi0)),
+                                         _mm256_cvtepu16_epi32(_mm_unpackhi_epi32(lo1, hi1)))};
+        const int nh = g + 1 < PB || npix_last == 16 ? 2 : 1;
+        for (int h = 0; h < nh; ++h) {
+          __m256i* sp = reinterpret_cast<__m256i*>(S + o * ss + 16 * g + 8 * h);
+          if (c0 > 0) r[h] = _mm256_add_epi32(r[h], _mm256_loadu_si256(sp));
+          _mm256_storeu_si256(sp, r[h]);
+        }
+      }
+  }
+}
+
+using GemmFn = void (*)(const __m256i*, int, const uint16_t*, int64_t, int32_t*, int64_t, int);
+
 
 inline __m256 load_tail_ps(const float* p, int64_t n) {
   const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
@@ -79,43 +148,72 @@ inline unsigned nonneg_mask8(__m256 v) {
 
 void xnor_gemm_block_avx2(const uint64_t* x, const int64_t* xoff, int nk, const uint64_t* w, int64_t wstride,
                           const int64_t* woff, int nout, int npix, int32_t* S, int64_t s_ostride) {
-  // 4 channels x 8 pixels; npix is a multiple of 8, so only the channel count has a remainder.
-  static const GemmFn orem[4] = {nullptr, &gemm_lut<1, 2>, &gemm_lut<2, 2>, &gemm_lut<3, 2>};
-  for (int q = 0; q < npix; q += 8) {
-    int o = 0;
-    for (; o + 4 <= nout; o += 4)
-      gemm_lut<4, 2>(x + q, xoff, nk, w + o * wstride, wstride, woff, S + o * s_ostride + q, s_ostride);
-    if (o < nout) orem[nout - o](x + q, xoff, nk, w + o * wstride, wstride, woff, S + o * s_ostride + q, s_ostride);
+  // Register blocks: 4 channels x 2 groups of 16 pixels (32 pixels), or 8 channels x 1 group for the
+  // last group of a row (fewer than 32 pixels left); npix is a multiple of 8, so a group may be half full.
+  constexpr int kOB2 = 4, kOB1 = 8;
+  static const GemmFn fn2[kOB2] = {&gemm_nibble<1, 2>, &gemm_nibble<2, 2>, &gemm_nibble<3, 2>, &gemm_nibble<4, 2>};
+  static const GemmFn fn1[kOB1] = {&gemm_nibble<1, 1>, &gemm_nibble<2, 1>, &gemm_nibble<3, 1>, &gemm_nibble<4, 1>,
+                                   &gemm_nibble<5, 1>, &gemm_nibble<6, 1>, &gemm_nibble<7, 1>, &gemm_nibble<8, 1>};
+  // Per-thread scratch: table offsets of every (channel, step, byte) and the nibble planes of one pixel block.
+  thread_local std::vector<uint16_t> off;
+  thread_local std::vector<uint64_t> xbuf;  // __m256i storage, aligned below
+  const int64_t nkj = 8 * static_cast<int64_t>(nk);
+  if (off.size() < static_cast<size_t>(nout * nkj)) off.resize(nout * nkj);
+  if (xbuf.size() < static_cast<size_t>(8 * nkj + 4)) xbuf.resize(8 * nkj + 4);
+  __m256i* xb = reinterpret_cast<__m256i*>((reinterpret_cast<uintptr_t>(xbuf.data()) + 31) & ~uintptr_t(31));
+  for (int o = 0; o < nout; ++o) {
+    const uint64_t* wo = w + o * wstride;
+    uint16_t* d = off.data() + o * nkj;
+    int k = 0;
+    for (; k + 2 <= nk; k += 2) {
+      // Two weight words -> 16 offsets (byte value x 32).
+      const __m128i v = _mm_set_epi64x(static_cast<long long>(wo[woff[k + 1]]), static_cast<long long>(wo[woff[k]]));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(d + 8 * k), _mm256_slli_epi16(_mm256_cvtepu8_epi16(v), 5));
+    }
+    for (; k < nk; ++k)
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(d + 8 * k),
+                       _mm_slli_epi16(_mm_cvtepu8_epi16(_mm_cvtsi64_si128(static_cast<long long>(wo[woff[k]]))), 5));
+  }
+  for (int q = 0; q < npix;) {
+    const int left = npix - q;
+    const int pb = left > 16 ? 2 : 1;
+    const int last = left >= 16 * pb ? 16 : left - 16 * (pb - 1);  // valid pixels of the block's last group
+    for (int k = 0; k < nk; ++k)
+      for (int g = 0; g < pb; ++g)
+        nibble_planes16(x + xoff[k] + q + 16 * g, g + 1 < pb ? 16 : last, xb + 8 * pb * k + g, pb);
+    const int ob = pb == 2 ? kOB2 : kOB1;
+    for (int o = 0; o < nout; o += ob) {
+      const int no = nout - o < ob ? nout - o : ob;
+      const GemmFn f = pb == 2 ? fn2[no - 1] : fn1[no - 1];
+      f(xb, nk, off.data() + o * nkj, nkj, S + o * s_ostride + q, s_ostride, last);
+    }
+    q += 16 * (pb - 1) + last;
   }
 }
 
 int64_t xnor_popcount_peak_avx2(int64_t iters) {
-  // The GEMM's inner step (xor, nibble-LUT popcount, byte add) on 4 independent byte accumulators
-  // (2 x 2 operand pairs: more make GCC spill operands to the stack; the chains are one vpaddb long,
-  // so 4 are enough to keep the ports busy); 31 steps between vpsadbw drains, as in the GEMM.
-  const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1, 2, 1, 2, 2, 3, 1,
-                                       2, 2, 3, 2, 3, 3, 4);
-  const __m256i m4 = _mm256_set1_epi8(0x0f);
-  constexpr int A = 4, X = 2;
-  __m256i acc[A], v[X], wv[A / X], sum = _mm256_setzero_si256();
-  for (int i = 0; i < X; ++i) v[i] = _mm256_set1_epi64x(0x9e3779b97f4a7c15ll * (i + 1));
-  for (int i = 0; i < A / X; ++i) wv[i] = _mm256_set1_epi64x(0x0123456789abcdefll + i);
+  // The GEMM's inner step (vpshufb of a weight table by a nibble-plane vector + vpaddb into a byte
+  // counter: 128 binary MACs) on 8 independent counters (2 tables x 4 planes, as in the 4 x 2 block),
+  // drained every 56 steps as in the GEMM.
+  __m256i acc[8], xv[4], t[2], sum = _mm256_setzero_si256();
+  for (int i = 0; i < 4; ++i) xv[i] = _mm256_set1_epi64x(0x0f0e0d0c0b0a0908ll + 0x0101010101010101ll * i);
+  for (int i = 0; i < 2; ++i) t[i] = _mm256_load_si256(reinterpret_cast<const __m256i*>(nibble_tables().t[37 * i + 5]));
   int64_t done = 0;
-  for (int64_t it = 0; it < iters; it += 31) {
-    for (int i = 0; i < A; ++i) acc[i] = _mm256_setzero_si256();
-    for (int s = 0; s < 31; ++s) {
-      for (int i = 0; i < X; ++i) __asm__ volatile("" : "+x"(v[i]));
-      for (int i = 0; i < A; ++i)
-        acc[i] = _mm256_add_epi8(acc[i], popcnt_bytes(_mm256_xor_si256(v[i % X], wv[i / X]), lut, m4));
+  for (int64_t it = 0; it < iters; it += 8 * kDrainSteps) {
+    for (int i = 0; i < 8; ++i) acc[i] = _mm256_setzero_si256();
+    for (int s = 0; s < 8 * kDrainSteps; ++s) {
+      for (int i = 0; i < 4; ++i) __asm__ volatile("" : "+x"(xv[i]));
+      for (int i = 0; i < 8; ++i) acc[i] = _mm256_add_epi8(acc[i], _mm256_shuffle_epi8(t[i / 4], xv[i % 4]));
+      for (int i = 0; i < 8; ++i) __asm__("" : "+x"(acc[i]));
     }
-    for (int i = 0; i < A; ++i) sum = _mm256_add_epi64(sum, _mm256_sad_epu8(acc[i], _mm256_setzero_si256()));
-    done += 31;
+    for (int i = 0; i < 8; ++i) sum = _mm256_add_epi64(sum, _mm256_sad_epu8(acc[i], _mm256_setzero_si256()));
+    done += 8 * kDrainSteps;
   }
-  alignas(32) int64_t t[4];
-  _mm256_store_si256(reinterpret_cast<__m256i*>(t), sum);
-  volatile int64_t sink = t[0];
+  alignas(32) int64_t r[4];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(r), sum);
+  volatile int64_t sink = r[0];
   (void)sink;
-  return done * A * 256;
+  return done * 8 * 128;
 }
 
 // 8-pixel x 64-channel sign-mask tiles transposed with shift + vpmovmskb. Each channel's whole row

@@ -58,32 +58,42 @@ void test_pack(Isa isa) {
     }
 }
 
-void test_gemm_block(Isa isa) {
+// mode 0: random words; 1: x all ones, w all zeros (every popcount 64: the largest per-byte and
+// 16-bit counts of the AVX2 kernel); 2: x and w equal (all zero).
+void gemm_case(Isa isa, int nk, int npix, int nout, int mode) {
   std::uniform_int_distribution<uint64_t> ud;
-  for (int nk : {1, 2, 3, 9, 31, 32, 33, 64, 100})
-    for (int npix : {8, 16, 24, 40, 64})
-      for (int nout : {1, 3, 4, 5, 9}) {
-        // x rows of npix words at scattered offsets; w rows of wstride words, taps at scattered offsets.
-        const int64_t xlen = 3 * nk + npix + 8, wstride = 2 * nk + 1;
-        std::vector<uint64_t> x(xlen), w(nout * wstride);
-        for (auto& v : x) v = ud(rng);
-        for (auto& v : w) v = ud(rng);
-        std::vector<int64_t> xoff(nk), woff(nk);
-        for (int k = 0; k < nk; ++k) xoff[k] = (7 * k) % (3 * nk + 1), woff[k] = (5 * k + 1) % wstride;
-        const int64_t ss = npix + 3;
-        std::vector<int32_t> S(nout * ss, -7);
-        xnor_gemm_block(x.data(), xoff.data(), nk, w.data(), wstride, woff.data(), nout, npix, S.data(), ss, isa);
-        for (int o = 0; o < nout; ++o)
-          for (int64_t q = 0; q < ss; ++q) {
-            if (q >= npix) {
-              FP_CHECK(S[o * ss + q] == -7);  // nothing written past npix
-              continue;
-            }
-            int32_t e = 0;
-            for (int k = 0; k < nk; ++k) e += __builtin_popcountll(x[xoff[k] + q] ^ w[o * wstride + woff[k]]);
-            FP_CHECK(S[o * ss + q] == e);
-          }
+  // x rows of npix words at scattered offsets; w rows of wstride words, taps at scattered offsets.
+  const int64_t xlen = 3 * nk + npix + 8, wstride = 2 * nk + 1;
+  std::vector<uint64_t> x(xlen), w(nout * wstride);
+  for (auto& v : x) v = mode == 0 ? ud(rng) : mode == 1 ? ~uint64_t(0) : 0x5a5a5a5a5a5a5a5aull;
+  for (auto& v : w) v = mode == 0 ? ud(rng) : mode == 1 ? 0 : 0x5a5a5a5a5a5a5a5aull;
+  std::vector<int64_t> xoff(nk), woff(nk);
+  for (int k = 0; k < nk; ++k) xoff[k] = (7 * k) % (3 * nk + 1), woff[k] = (5 * k + 1) % wstride;
+  const int64_t ss = npix + 3;
+  std::vector<int32_t> S(nout * ss, -7);
+  xnor_gemm_block(x.data(), xoff.data(), nk, w.data(), wstride, woff.data(), nout, npix, S.data(), ss, isa);
+  for (int o = 0; o < nout; ++o)
+    for (int64_t q = 0; q < ss; ++q) {
+      if (q >= npix) {
+        FP_CHECK(S[o * ss + q] == -7);  // nothing written past npix
+        continue;
       }
+      int32_t e = 0;
+      for (int k = 0; k < nk; ++k) e += __builtin_popcountll(x[xoff[k] + q] ^ w[o * wstride + woff[k]]);
+      FP_CHECK(S[o * ss + q] == e);
+    }
+}
+
+void test_gemm_block(Isa isa) {
+  // K lengths around the AVX2 kernel's drains (every 7 steps) and the 16-bit sum chunks (2044 steps);
+  // pixel counts with half-full 16-pixel groups and 1- or 2-group blocks; channel remainders of the
+  // 4- and 8-channel blocks.
+  for (int nk : {1, 2, 3, 6, 7, 8, 9, 14, 15, 31, 32, 33, 64, 100})
+    for (int npix : {8, 16, 24, 32, 40, 48, 64, 72})
+      for (int nout : {1, 3, 4, 5, 7, 8, 9, 13}) gemm_case(isa, nk, npix, nout, 0);
+  for (int nk : {2043, 2044, 2045, 4089, 4100})
+    for (int mode : {0, 1, 2}) gemm_case(isa, nk, 24, 5, mode);
+  for (int mode : {1, 2}) gemm_case(isa, 63, 40, 9, mode);
 }
 
 void test_peak(Isa isa) { FP_CHECK(xnor_popcount_peak_loop(100, isa) > 0); }
