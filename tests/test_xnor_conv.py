@@ -270,6 +270,24 @@ def test_torch_compile():
     assert torch.equal(f(x, w, b), xnor_conv2d(x, w, b, padding=1) + 1)
 
 
+def test_no_autograd_fast_path():
+    # Without a gradient to track, xnor_conv2d skips the Python autograd layer: same values, no
+    # graph; with one, the graph and its STE gradients are there as before.
+    torch.manual_seed(3)
+    x, w, b = torch.randn(2, 33, 9, 7), torch.randn(5, 33, 3, 3), torch.randn(5)
+    ref = xnor_conv2d_reference(x, w, b, 2, 1, 1, True, -1)
+    out = xnor_conv2d(x, w, b, stride=2, padding=1, pad_value=-1)
+    assert torch.equal(out, ref) and out.grad_fn is None
+    wg = w.clone().requires_grad_()
+    with torch.no_grad():
+        out = xnor_conv2d(x, wg, b, stride=[2, 2], padding=(1, 1), pad_value=-1)
+    assert torch.equal(out, ref) and out.grad_fn is None
+    out = xnor_conv2d(x, wg, b, stride=2, padding=1, pad_value=-1)
+    assert torch.equal(out.detach(), ref) and out.grad_fn is not None
+    out.sum().backward()
+    assert wg.grad is not None and wg.grad.shape == w.shape
+
+
 def test_bad_input():
     x, w = torch.randn(1, 8, 5, 5), torch.randn(3, 8, 3, 3)
     with pytest.raises(ValueError, match=r"x must be \(N, 8, H, W\)"):

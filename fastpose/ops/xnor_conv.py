@@ -43,6 +43,8 @@ _MINIMUM = {"stride": 1, "padding": 0, "dilation": 1}
 
 def _pair(v, name):
     """[a, b] from an int or a 1- or 2-sequence of ints, each >= the argument's minimum."""
+    if type(v) is int and v >= _MINIMUM.get(name, 0):  # the common case, without the general checks
+        return [v, v]
     if isinstance(v, torch.Tensor) and v.dim() == 0:
         v = v.item()
     try:
@@ -339,7 +341,19 @@ def xnor_conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, scale=Tru
         alpha = xnor_alpha(weight, torch.float32) if scale else None
         return torch.ops.fastpose.xnor_conv2d_packed(x, torch.ops.fastpose.binarize_pack(weight.detach()), alpha,
                                                      bias, weight.shape[1], stride, padding, dilation, pad_value)
+    if not _needs_autograd(x, weight, bias):
+        # The Python autograd layer of register_autograd costs ~30 us a call even when nothing needs a
+        # gradient (more than the whole convolution of a small layer); this is what it does then.
+        with torch._C._AutoDispatchBelowAutograd():
+            return torch.ops.fastpose.xnor_conv2d(x, weight, bias, stride, padding, dilation, bool(scale), pad_value)
     return torch.ops.fastpose.xnor_conv2d(x, weight, bias, stride, padding, dilation, bool(scale), pad_value)
+
+
+def _needs_autograd(*tensors):
+    # Under torch.compile the op is traced through its registered autograd as usual.
+    if torch.compiler.is_compiling():
+        return True
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
 def xnor_conv2d_packed(x, weight_packed, alpha, bias, in_channels, stride=1, padding=0, dilation=1, pad_value=0,
