@@ -95,9 +95,12 @@ def test_layout_edges_exact(isa, case, pad_value):
     assert torch.equal(dots, literal_reference(x, wt, None, s, p, d, False, pad_value))
 
 
+@pytest.mark.parametrize("schedule", ["dynamic", "static"])
 @pytest.mark.parametrize("threads", [1, 2])
-def test_thread_split_exact(isa, threads):
-    # Work units split over threads (one image: rows x channel blocks); results may not depend on it.
+def test_thread_split_exact(isa, threads, schedule, monkeypatch):
+    # Work units split over threads (one image: rows x channel blocks), taken from a shared counter
+    # (cpu/parallel.h) or split statically (FASTPOSE_SCHEDULE=static); results may not depend on it.
+    monkeypatch.setenv("FASTPOSE_SCHEDULE", schedule)
     x, wt, b = torch.randn(1, 70, 11, 13), torch.randn(37, 70, 3, 3), torch.randn(37)
     old = torch.get_num_threads()
     torch.set_num_threads(threads)

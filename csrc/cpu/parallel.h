@@ -1,0 +1,53 @@
+// Dynamic scheduling over independent work units.
+//
+// at::parallel_for splits a range into one contiguous piece per thread before any thread starts, so
+// the slowest thread sets the time. On the 2-vCPU VMs this library is measured on, one vCPU is often
+// slower than the other by 20-40% for milliseconds at a time (another guest on the host core), and a
+// statically split op then runs at the slow core's speed. Here each thread takes the next chunk of
+// units from a shared counter until none are left, so a slow or late thread just takes fewer.
+// Units must be independent (any order, any thread). FASTPOSE_SCHEDULE=static restores the static
+// split (read per call, for A/B measurements).
+#pragma once
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+
+namespace fastpose {
+
+inline bool static_schedule_forced() {
+  const char* e = std::getenv("FASTPOSE_SCHEDULE");
+  return e != nullptr && std::strcmp(e, "static") == 0;
+}
+
+// f(begin, end) over [0, units), in chunks of about units / (8 * threads) (at least min_chunk).
+template <class F>
+void parallel_units(int64_t units, int64_t min_chunk, const F& f) {
+  if (units <= 0) return;
+  const int64_t threads = at::in_parallel_region() ? 1 : at::get_num_threads();
+  if (threads <= 1 || units <= min_chunk) {
+    f(0, units);
+    return;
+  }
+  if (static_schedule_forced()) {
+    at::parallel_for(0, units, min_chunk, f);
+    return;
+  }
+  const int64_t chunk = std::max<int64_t>(std::max<int64_t>(1, min_chunk), units / (8 * threads));
+  const int64_t slots = std::min<int64_t>(threads, (units + chunk - 1) / chunk);
+  std::atomic<int64_t> next{0};
+  at::parallel_for(0, slots, 1, [&](int64_t b, int64_t e) {
+    for (int64_t s = b; s < e; ++s) {
+      for (;;) {
+        const int64_t u = next.fetch_add(chunk, std::memory_order_relaxed);
+        if (u >= units) break;
+        f(u, std::min(units, u + chunk));
+      }
+    }
+  });
+}
+
+}  // namespace fastpose
