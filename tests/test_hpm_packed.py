@@ -120,6 +120,32 @@ def test_fused_sign_edges(isa):
     assert (packed == 0x5555555555555555).all()
 
 
+@pytest.mark.parametrize("offset", [16, 2], ids=["aligned", "unaligned"])
+@pytest.mark.parametrize("stream", ["1", "0"], ids=["stream", "plain"])
+def test_fused_streaming_stores(isa, offset, stream, monkeypatch):
+    """Non-temporal stores of large outputs (FASTPOSE_STREAM_STORES=1 forces them at any size): whole
+    aligned 64-byte vectors stream, the rest (odd channel offsets, the tail) store masked; same values,
+    and the channels around the slice stay untouched."""
+    monkeypatch.setenv("FASTPOSE_STREAM_STORES", stream)
+    g = _gen(offset + int(stream))
+    N, Cin, Cout, H, W = 2, 64, 80, 7, 19
+    args, _, pshape = _case(g, N, Cin, Cout, H, W)
+    ctot = Cout + 48
+    buf = torch.full((N, ctot, H, W), 7.0).contiguous(memory_format=torch.channels_last)
+    rbuf = torch.randn(N, ctot, H, W, generator=g).contiguous(memory_format=torch.channels_last)
+    args["residual"] = rbuf[:, offset:offset + Cout]
+    outs = []
+    for fn in (X.xnor_conv2d_fused, X.xnor_conv2d_fused_reference):
+        b = buf.clone(memory_format=torch.preserve_format)
+        packed = torch.full(pshape, -1, dtype=torch.int64)
+        a = dict(args)
+        fn(a.pop("x"), a.pop("weight_packed"), a.pop("alpha"), a.pop("bias"), a.pop("in_channels"), **a,
+           out=b[:, offset:offset + Cout], out_packed=packed)
+        outs.append((b, packed))
+    assert torch.equal(outs[0][0], outs[1][0])
+    assert torch.equal(outs[0][1], outs[1][1])
+
+
 def test_fused_in_place_residual():
     """residual may be out itself (x = x + conv): each element is read before it is written."""
     args, buf, pshape = _case(_gen(4), 1, 64, 64, 6, 7)

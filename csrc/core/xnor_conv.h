@@ -74,6 +74,9 @@ struct XnorConvProblem {
   // start at multiples of 64 and cover 64 channels (or run to Cout), so blocks never share a word.
   uint64_t* out_packed = nullptr;
   Isa fused_isa = Isa::Portable;  // ISA of the fused epilogue
+  // Fused epilogue: full aligned 64-byte vectors of out written with non-temporal stores (large
+  // outputs, see cpu/hugepages.h); the epilogue fences them before it returns. Same values.
+  bool stream_out = false;
 };
 
 // The inner kernels' input layout ("prepared input"). Output pixels are the vector lanes: 8 consecutive

@@ -5,6 +5,8 @@
 // once exactly as the portable code and the PyTorch reference do.
 #include <immintrin.h>
 
+#include <cstdint>
+
 #include "core/xnor_conv.h"
 
 #if defined(__x86_64__)
@@ -80,6 +82,7 @@ bool xnor_fused_epilogue_avx512(const XnorConvProblem& p, int64_t n, int64_t oh,
   float* const out0 = static_cast<float*>(p.out) + n * os[0] + oh * os[2] + q0 * os[3] + o0;
   const float* const res0 = res ? res + n * rs[0] + oh * rs[2] + q0 * rs[3] + o0 : nullptr;
   uint64_t* const words0 = p.out_packed ? p.out_packed + ((n * p.Ho + oh) * p.Wo + q0) * CWo + (o0 >> 6) : nullptr;
+  const bool stream = p.stream_out;
   if (!extra) {
     // Tiles of 16 pixels x 16 channels: contiguous loads of S rows, transposed in registers, so the
     // channel-contiguous output needs no gathers.
@@ -127,10 +130,15 @@ bool xnor_fused_epilogue_avx512(const XnorConvProblem& p, int64_t n, int64_t oh,
             }
           }
           if (res0) v = add_rn(v, _mm512_maskz_loadu_ps(m, res0 + q * rs[3] + j));
-          _mm512_mask_storeu_ps(out0 + q * os[3] + j, m, v);
+          float* d = out0 + q * os[3] + j;
+          if (stream && nc == 16 && (reinterpret_cast<uintptr_t>(d) & 63) == 0)
+            _mm512_stream_ps(d, v);
+          else
+            _mm512_mask_storeu_ps(d, m, v);
         }
       }
     }
+    if (stream) _mm_sfence();  // before the parallel region's barrier hands the output to other threads
     return true;
   }
   for (int q = 0; q < nq; ++q) {

@@ -6,6 +6,7 @@
 #pragma once
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -32,6 +33,25 @@ inline void advise_hugepages(const at::Tensor& t) {
 #else
   (void)t;
 #endif
+}
+
+// Non-temporal stores for outputs from 4 MiB (twice a core's L2 on the machines measured): such an output
+// is out of L2 before its consumer reads it anyway, and a plain store first reads every line for
+// ownership (on the shared VMs 2-4x the time of a streaming store). Below, the output is better left in
+// cache for the next op. FASTPOSE_STREAM_STORES=0 / 1 forces off / on (read per call, like FASTPOSE_ISA).
+inline bool stream_stores(int64_t bytes) {
+  const char* e = std::getenv("FASTPOSE_STREAM_STORES");
+  if (e == nullptr || *e == '\0') return bytes >= (int64_t(4) << 20);
+  return std::strcmp(e, "0") != 0;
+}
+
+// Bytes of the rows t is interleaved with: max over dims of size * stride (numel for a contiguous
+// tensor; a channel slice of a larger tensor counts its parent, whose lines its stores touch).
+inline int64_t span_bytes(const at::Tensor& t) {
+  if (t.numel() == 0) return 0;
+  int64_t span = 1;
+  for (int64_t d = 0; d < t.dim(); ++d) span = std::max<int64_t>(span, t.size(d) * t.stride(d));
+  return span * t.element_size();
 }
 
 }  // namespace fastpose

@@ -76,13 +76,6 @@ DsntProblem problem(const at::Tensor& x) {
   return p;
 }
 
-// Non-temporal gradient stores from 4 MiB (twice a core's L2 on the machines measured): below, the
-// gradient is better left in cache for the next op. FASTPOSE_STREAM_STORES=0 / 1 forces off / on.
-bool stream_gradient(int64_t bytes) {
-  const char* e = std::getenv("FASTPOSE_STREAM_STORES");  // per call, like FASTPOSE_ISA (tests switch it)
-  if (e == nullptr || *e == '\0') return bytes >= (int64_t(4) << 20);
-  return std::strcmp(e, "0") != 0;
-}
 
 int64_t grain(const DsntProblem& p) { return std::max<int64_t>(1, 32768 / std::max<int64_t>(1, p.H * p.W)); }
 
@@ -191,7 +184,7 @@ at::Tensor run_backward(const DsntProblem& p, const at::Tensor& logits, const at
   at::Tensor out = at::empty({p.B, p.J, p.H, p.W}, logits.options().memory_format(at::MemoryFormat::Contiguous));
   advise_hugepages(out);
   DsntProblem q = p;
-  q.stream_out = stream_gradient(out.numel() * out.element_size());
+  q.stream_out = stream_stores(out.numel() * out.element_size());
   const core::Isa isa = core::active_isa();
   const void* stp = st.data_ptr();
   const void* gcp = gc.data_ptr();

@@ -366,6 +366,7 @@ void xnor_conv2d_fused_cpu(const at::Tensor& x, const at::Tensor& weight_packed,
   p.out_packed = out_packed.defined() ? reinterpret_cast<uint64_t*>(out_packed.data_ptr<int64_t>()) : nullptr;
   const core::Isa isa = core::active_isa();
   p.fused_isa = isa;
+  p.stream_out = stream_stores(span_bytes(out));
   const int64_t threads = at::get_num_threads();
   int64_t cb = std::min<int64_t>(g.Cout, 64);
   // Packed output: blocks of whole 64-channel words (xnor_conv.h), so no two threads share a word.
