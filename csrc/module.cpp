@@ -5,6 +5,7 @@
 #include <chrono>
 
 #include "core/isa.h"
+#include "cpu/caching_allocator.h"
 #include "core/xnor_conv.h"
 
 #ifndef FASTPOSE_WITH_CUDA
@@ -48,4 +49,22 @@ PYBIND11_MODULE(_C, m) {
         "The CPU instruction set kernels use now (honours FASTPOSE_ISA).");
   m.def("popcount_peak", &popcount_peak, pybind11::arg("iters") = 1000000, pybind11::arg("reps") = 20,
         "Binary MAC/s of a register-only xor+popcount+add loop on the active ISA (best of reps runs).");
+  // The caching CPU allocator (public API: fastpose/cpu_allocator.py).
+  m.def("caching_allocator_enable", &fastpose::caching_allocator_enable, pybind11::arg("max_cached_bytes"),
+        pybind11::arg("min_block_bytes"));
+  m.def("caching_allocator_disable", &fastpose::caching_allocator_disable);
+  m.def("caching_allocator_empty_cache", &fastpose::caching_allocator_empty_cache);
+  m.def("caching_allocator_stats", [] {
+    const auto s = fastpose::caching_allocator_stats();
+    pybind11::dict d;
+    d["enabled"] = s.enabled;
+    d["in_use_bytes"] = s.in_use_bytes;
+    d["peak_in_use_bytes"] = s.peak_in_use_bytes;
+    d["cached_bytes"] = s.cached_bytes;
+    d["hits"] = s.hits;
+    d["misses"] = s.misses;
+    d["max_cached_bytes"] = s.max_cached_bytes;
+    d["min_block_bytes"] = s.min_block_bytes;
+    return d;
+  });
 }

@@ -1,0 +1,248 @@
+// An opt-in caching allocator for CPU tensors (fastpose.enable_cpu_caching_allocator).
+//
+// Why: glibc serves blocks above its mmap threshold (128 KiB, raised dynamically up to 32 MiB) with
+// a fresh mmap, or trims the top of its heap after a large free, so the activations of an inference or
+// training step are often new pages every step: a minor fault (and a zeroing) per 4 KiB page. On the
+// shared VMs measured that was 2000-9000 faults per forward of the packed binary HPM model, and at
+// 2 threads the faults (serialised in the kernel) made the forward 1.6x slower than with the blocks
+// reused. Here freed blocks of min_block bytes and more are kept in per-size-class free lists and
+// handed out again; smaller ones go to the allocator that was installed before (c10's default).
+//
+// Size classes: n rounded up to a multiple of 2^floor(log2 n) / 8 (at most 12.5% padding, at least
+// 4 KiB). Blocks of 4 MiB and more are 2 MiB aligned and advised MADV_HUGEPAGE (FASTPOSE_HUGEPAGES=0
+// turns that off), others 64 B aligned like c10's. A freed block is cached while the cache holds
+// less than max_cached bytes, otherwise returned to the system.
+#include <torch/extension.h>
+
+#include <c10/core/Allocator.h>
+#include <c10/core/CPUAllocator.h>
+#include <c10/util/Exception.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <unordered_map>
+#include <vector>
+
+#if defined(__linux__)
+#include <pthread.h>
+#include <sys/mman.h>
+#endif
+
+#include "cpu/caching_allocator.h"
+
+namespace fastpose {
+namespace {
+
+constexpr size_t kHuge = size_t(1) << 21;
+
+size_t size_class(size_t n) {
+  size_t top = size_t(1) << (63 - __builtin_clzll(static_cast<unsigned long long>(n)));
+  size_t g = std::max<size_t>(top / 8, 4096);
+  return (n + g - 1) / g * g;
+}
+
+bool hugepages_enabled() {
+  static const bool on = [] {
+    const char* e = std::getenv("FASTPOSE_HUGEPAGES");
+    return e == nullptr || std::strcmp(e, "0") != 0;
+  }();
+  return on;
+}
+
+class CachingCpuAllocator final : public c10::Allocator {
+ public:
+  c10::DataPtr allocate(size_t n) override {
+    c10::Allocator* fb = fallback_;
+    if (n < min_block_ || fb == nullptr) {
+      if (fb == nullptr) fb = c10::GetDefaultCPUAllocator();
+      return fb->allocate(n);
+    }
+    const size_t cls = size_class(n);
+    void* p = nullptr;
+    {
+      std::lock_guard<std::mutex> g(mu_);
+      auto it = free_.find(cls);
+      if (it != free_.end() && !it->second.empty()) {
+        p = it->second.back();
+        it->second.pop_back();
+        cached_ -= cls;
+        ++hits_;
+      } else {
+        ++misses_;
+      }
+    }
+    if (p == nullptr) p = fresh(cls);
+    {
+      std::lock_guard<std::mutex> g(mu_);
+      live_[p] = cls;
+      in_use_ += cls;
+      peak_in_use_ = std::max(peak_in_use_, in_use_);
+      c10::profiledCPUMemoryReporter().New(p, cls);
+    }
+    return {p, p, &deleter, c10::Device(c10::DeviceType::CPU)};
+  }
+
+  c10::DeleterFnPtr raw_deleter() const override { return &deleter; }
+
+  void copy_data(void* dest, const void* src, std::size_t count) const override {
+    default_copy_data(dest, src, count);
+  }
+
+  static void deleter(void* p) { instance().release(p); }
+
+  static CachingCpuAllocator& instance() {
+    // Never destroyed: tensors may be freed during interpreter teardown, after static destructors.
+    static CachingCpuAllocator* a = [] {
+      auto* x = new CachingCpuAllocator();
+#if defined(__linux__)
+      // A fork while another thread holds the lock (DataLoader workers) must not leave it locked.
+      pthread_atfork([] { instance().mu_.lock(); }, [] { instance().mu_.unlock(); },
+                     [] { instance().mu_.unlock(); });
+#endif
+      return x;
+    }();
+    return *a;
+  }
+
+  // Installs this allocator as c10's CPU allocator (or changes its limits when installed).
+  void enable(size_t max_cached, size_t min_block) {
+    std::lock_guard<std::mutex> g(mu_);
+    max_cached_ = max_cached;
+    min_block_ = std::max<size_t>(min_block, 1);
+    if (!enabled_) {
+      c10::Allocator* cur = c10::GetCPUAllocator();
+      if (cur != this) fallback_ = cur;
+      c10::SetCPUAllocator(this, kPriority);
+      TORCH_CHECK(c10::GetCPUAllocator() == this,
+                  "enable_cpu_caching_allocator: another CPU allocator with a higher priority is installed");
+      enabled_ = true;
+    }
+    trim_locked(max_cached_);
+  }
+
+  // Restores the allocator that was installed before. Blocks handed out stay valid: they come back
+  // here when freed and are then returned to the system.
+  void disable() {
+    std::lock_guard<std::mutex> g(mu_);
+    if (enabled_) {
+      c10::SetCPUAllocator(fallback_ ? fallback_ : c10::GetDefaultCPUAllocator(), kPriority);
+      enabled_ = false;
+    }
+    trim_locked(0);
+  }
+
+  void empty_cache() {
+    std::lock_guard<std::mutex> g(mu_);
+    trim_locked(0);
+  }
+
+  CachingAllocatorStats stats() {
+    std::lock_guard<std::mutex> g(mu_);
+    CachingAllocatorStats s;
+    s.enabled = enabled_;
+    s.in_use_bytes = in_use_;
+    s.peak_in_use_bytes = peak_in_use_;
+    s.cached_bytes = cached_;
+    s.hits = hits_;
+    s.misses = misses_;
+    s.max_cached_bytes = max_cached_;
+    s.min_block_bytes = min_block_;
+    return s;
+  }
+
+ private:
+  static constexpr uint8_t kPriority = 1;  // above c10's default registration (0)
+
+  void* fresh(size_t cls) {
+    const size_t align = cls >= 2 * kHuge ? kHuge : 64;
+    void* p = nullptr;
+    if (posix_memalign(&p, align, cls) != 0 || p == nullptr) {
+      empty_cache();  // the cached blocks may be what is missing
+      p = nullptr;
+      if (posix_memalign(&p, align, cls) != 0 || p == nullptr)
+        TORCH_CHECK_WITH(OutOfMemoryError, false, "fastpose CPU caching allocator: out of memory allocating ", cls,
+                         " bytes");
+    }
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    if (align == kHuge && hugepages_enabled()) madvise(p, cls / kHuge * kHuge, MADV_HUGEPAGE);  // advice only
+#endif
+    return p;
+  }
+
+  void release(void* p) {
+    if (p == nullptr) return;
+    bool ours = false, keep = false;
+    {
+      std::lock_guard<std::mutex> g(mu_);
+      auto it = live_.find(p);
+      if (it != live_.end()) {
+        ours = true;
+        const size_t cls = it->second;
+        live_.erase(it);
+        in_use_ -= cls;
+        // The profiler's record goes before the block can be handed out again by another thread.
+        c10::profiledCPUMemoryReporter().Delete(p);
+        if (enabled_ && cached_ + cls <= max_cached_) {
+          free_[cls].push_back(p);
+          cached_ += cls;
+          keep = true;
+        }
+      }
+    }
+    if (ours) {
+      if (!keep) std::free(p);
+      return;
+    }
+    // Not ours: a small block of the previous allocator, or one allocated before this one was installed,
+    // freed through raw_deallocate (which asks the current allocator for its deleter).
+    c10::Allocator* fb = fallback_ ? fallback_ : c10::GetDefaultCPUAllocator();
+    c10::DeleterFnPtr d = fb->raw_deleter();
+    TORCH_INTERNAL_ASSERT(d != nullptr, "fastpose CPU caching allocator: free of a block it cannot return");
+    d(p);
+  }
+
+  // Frees cached blocks, largest classes first, until at most `limit` bytes stay cached.
+  void trim_locked(size_t limit) {
+    std::vector<size_t> classes;
+    for (auto& kv : free_) classes.push_back(kv.first);
+    std::sort(classes.rbegin(), classes.rend());
+    for (size_t cls : classes) {
+      auto& fl = free_[cls];
+      while (cached_ > limit && !fl.empty()) {
+        std::free(fl.back());
+        fl.pop_back();
+        cached_ -= cls;
+      }
+    }
+  }
+
+  std::mutex mu_;
+  bool enabled_ = false;
+  c10::Allocator* fallback_ = nullptr;
+  size_t max_cached_ = 0, min_block_ = size_t(1) << 18;
+  size_t in_use_ = 0, peak_in_use_ = 0, cached_ = 0;
+  int64_t hits_ = 0, misses_ = 0;
+  std::unordered_map<size_t, std::vector<void*>> free_;
+  std::unordered_map<void*, size_t> live_;
+};
+
+}  // namespace
+
+void caching_allocator_enable(int64_t max_cached_bytes, int64_t min_block_bytes) {
+  TORCH_CHECK_VALUE(max_cached_bytes >= 0, "enable_cpu_caching_allocator: max_cached_bytes must be >= 0, got ",
+                    max_cached_bytes);
+  TORCH_CHECK_VALUE(min_block_bytes >= 1, "enable_cpu_caching_allocator: min_block_bytes must be >= 1, got ",
+                    min_block_bytes);
+  CachingCpuAllocator::instance().enable(static_cast<size_t>(max_cached_bytes), static_cast<size_t>(min_block_bytes));
+}
+
+void caching_allocator_disable() { CachingCpuAllocator::instance().disable(); }
+
+void caching_allocator_empty_cache() { CachingCpuAllocator::instance().empty_cache(); }
+
+CachingAllocatorStats caching_allocator_stats() { return CachingCpuAllocator::instance().stats(); }
+
+}  // namespace fastpose
