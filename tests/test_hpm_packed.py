@@ -246,6 +246,19 @@ def _ref_block(blk, x):
     return torch.cat(outs, 1) + res
 
 
+def _ref_conv_bn_relu(conv, bn, x):
+    # The contract: the BN folded into the conv's weight and bias, then ReLU (exact after the conv).
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    shift = bn.bias - bn.running_mean * scale
+    w = (conv.weight * scale.view(-1, 1, 1, 1)).contiguous(memory_format=torch.channels_last)
+    b = shift if conv.bias is None else conv.bias * scale + shift
+    if x.dtype == torch.float32:
+        y = torch.ops.aten.mkldnn_convolution(x, w, b, list(conv.padding), list(conv.stride), list(conv.dilation), 1)
+    else:
+        y = F.conv2d(x, w, b, conv.stride, conv.padding, conv.dilation)
+    return torch.relu(y)
+
+
 def _ref_hg(hg, x):
     up1 = _ref_block(hg.up1, x)
     low = _ref_block(hg.low1, F.avg_pool2d(x, 2, 2))
@@ -258,13 +271,13 @@ def _ref_model(m, x):
     """The contract of fastpose.models.hpm_packed, written out with plain ops (real convs: real_conv)."""
     rc = hpm_packed.real_conv
     x = x.contiguous(memory_format=torch.channels_last)
-    x = torch.relu(_ref_bn(m.bn1, rc(m.conv1, x)))
+    x = _ref_conv_bn_relu(m.conv1, m.bn1, x)
     x = F.avg_pool2d(_ref_block(m.stem[0], x), 2, 2)
     x = _ref_block(m.stem[2], _ref_block(m.stem[1], x))
     outs = []
     for i, hg in enumerate(m.hgs):
         conv, bn, _ = m.heads[i]
-        feat = torch.relu(_ref_bn(bn, rc(conv, _ref_block(m.tops[i], _ref_hg(hg, x)))))
+        feat = _ref_conv_bn_relu(conv, bn, _ref_block(m.tops[i], _ref_hg(hg, x)))
         pred = rc(m.preds[i], feat)
         outs.append(pred)
         if i < len(m.hgs) - 1:

@@ -18,7 +18,9 @@ Exactness contract. In this path BatchNorm is *defined* as the folded affine map
     scale = weight / sqrt(running_var + eps),   shift = bias - running_mean * scale,
     bn(x) = (x * scale) + shift                 (two roundings, never a fused multiply-add)
 
-and the sign as ``bn(x) >= 0 -> +1`` (-0.0 too; NaN -> -1). The "torch" backend runs the same graph with
+and the sign as ``bn(x) >= 0 -> +1`` (-0.0 too; NaN -> -1). A BatchNorm that follows a real-valued
+convolution (the stem's and the heads' conv -> bn -> relu) is instead folded into that convolution
+(``folded_conv_bn``: weight * scale, bias * scale + shift), the ReLU fused into it on oneDNN. The "torch" backend runs the same graph with
 plain PyTorch ops (the fused ops' arithmetic on float +-1 tensors: sign, conv2d of +-1 values, multiply, add,
 each a separate op) and the same real-valued convolution calls; the "fastpose" backend is bit-identical
 to it, packed or unpacked, NCHW or channels_last input. The training-mode forward (and eval with
@@ -31,7 +33,7 @@ import torch.nn.functional as F
 from ..nn.binary import PackedXNORConv2d, XNORConv2d, _conv_padding
 from ..ops import xnor_conv as _x
 
-__all__ = ["active", "bn_affine", "hpm_block", "stacked_forward"]
+__all__ = ["active", "bn_affine", "conv_bn_relu", "folded_conv_bn", "hpm_block", "real_conv", "stacked_forward"]
 
 _CL = torch.channels_last
 
@@ -70,12 +72,6 @@ def bn_affine(bn):
     return _cached(bn, ("bn",) + _stamp(bn.weight, bn.bias, bn.running_mean, bn.running_var), make)
 
 
-def _bn_(bn, x):
-    """bn(x) in place on a fresh tensor (two separate ops, each rounding once)."""
-    s, t = bn_affine(bn)
-    return x.mul_(s.view(1, -1, 1, 1)).add_(t.view(1, -1, 1, 1))
-
-
 def _binary_weights(conv):
     """(packed filters, alpha or None, bias or None, padding) of an XNORConv2d / PackedXNORConv2d."""
     if isinstance(conv, PackedXNORConv2d):
@@ -93,10 +89,43 @@ def _binary_weights(conv):
     return wp, alpha, bias, list(_conv_padding(conv.padding, conv.kernel_size, conv.dilation))
 
 
+def _onednn(conv, x):
+    return (x.device.type == "cpu" and x.dtype == torch.float32 and torch.backends.mkldnn.is_available()
+            and torch.backends.mkldnn.enabled and conv.padding_mode == "zeros" and not isinstance(conv.padding, str))
+
+
+# oneDNN convolution with a fused ReLU post-op (the op inductor's CPU backend uses); absent in builds
+# without oneDNN, where conv_bn_relu falls back to F.conv2d + relu_.
+_CONV_POINTWISE = getattr(getattr(torch.ops, "mkldnn", None), "_convolution_pointwise", None)
+
+
+def folded_conv_bn(conv, bn):
+    """(weight, bias) of a real-valued conv followed by an eval BatchNorm, folded (cached):
+    ``weight * scale`` per output channel and ``bias * scale + shift`` (``shift`` without a conv bias),
+    (scale, shift) = bn_affine(bn); weight channels_last."""
+    def make():
+        s, t = bn_affine(bn)
+        w = (conv.weight.detach() * s.view(-1, 1, 1, 1)).contiguous(memory_format=_CL)
+        b = t.clone() if conv.bias is None else conv.bias.detach() * s + t
+        return w, b.contiguous()
+    return _cached(conv, ("fold",) + _stamp(conv.weight, conv.bias, bn.weight, bn.bias, bn.running_mean,
+                                            bn.running_var), make)
+
+
+def conv_bn_relu(conv, bn, x):
+    """relu(bn(conv(x))) of a real-valued conv and an eval BatchNorm on channels_last x, the BN folded into
+    the conv (folded_conv_bn) and, on CPU float32, conv + bias + ReLU as one oneDNN primitive: no separate
+    BN or ReLU pass over the output."""
+    w, b = folded_conv_bn(conv, bn)
+    if _onednn(conv, x) and _CONV_POINTWISE is not None:
+        return _CONV_POINTWISE(x, w, b, list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups,
+                               "relu", [], "")
+    return F.conv2d(x, w.to(x.dtype), b.to(x.dtype), conv.stride, conv.padding, conv.dilation, conv.groups).relu_()
+
+
 def real_conv(conv, x):
     """A real-valued nn.Conv2d on channels_last x: oneDNN directly on CPU float32, else F.conv2d."""
-    if (x.device.type == "cpu" and x.dtype == torch.float32 and torch.backends.mkldnn.is_available()
-            and torch.backends.mkldnn.enabled and conv.padding_mode == "zeros" and not isinstance(conv.padding, str)):
+    if _onednn(conv, x):
         w = _cached(conv, ("cl",) + _stamp(conv.weight),
                     lambda: conv.weight.detach().contiguous(memory_format=_CL))
         b = conv.bias.detach() if conv.bias is not None else None
@@ -191,13 +220,13 @@ def stacked_forward(model, x):
     fmt = _CL if x.dim() == 4 and x.is_contiguous(memory_format=_CL) and not x.is_contiguous() \
         else torch.contiguous_format
     x = x.contiguous(memory_format=_CL)
-    x = _bn_(model.bn1, real_conv(model.conv1, x)).relu_()
+    x = conv_bn_relu(model.conv1, model.bn1, x)
     x = F.avg_pool2d(model.stem[0](x), 2, 2)
     x = model.stem[2](model.stem[1](x))
     outs = []
     for i, hg in enumerate(model.hgs):
         conv, bn, _ = model.heads[i]
-        feat = _bn_(bn, real_conv(conv, model.tops[i](hg(x)))).relu_()
+        feat = conv_bn_relu(conv, bn, model.tops[i](hg(x)))
         pred = real_conv(model.preds[i], feat)
         outs.append(pred.contiguous(memory_format=fmt))
         if i < len(model.hgs) - 1:
