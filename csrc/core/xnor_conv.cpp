@@ -288,6 +288,24 @@ int64_t xnor_conv_units(const XnorConvProblem& p) {
 // so that dot = k0 - 2 S exactly; the epilogue never sees the border logic.
 void xnor_conv2d_forward(const XnorConvProblem& p, int64_t begin, int64_t end, Isa isa) {
   if (begin >= end) return;
+  struct Once {
+    int64_t b, e;
+    bool done;
+  } once{begin, end, false};
+  xnor_conv2d_forward_ranges(
+      p,
+      [](void* c, int64_t* b, int64_t* e) {
+        auto* o = static_cast<Once*>(c);
+        if (o->done) return false;
+        *b = o->b, *e = o->e, o->done = true;
+        return true;
+      },
+      &once, isa);
+}
+
+void xnor_conv2d_forward_ranges(const XnorConvProblem& p, UnitRangeSource next, void* ctx, Isa isa) {
+  int64_t begin = 0, end = 0;
+  if (!next(ctx, &begin, &end)) return;
   const int64_t cb = std::max<int64_t>(1, p.cout_block);
   const int64_t nob = (p.Cout + cb - 1) / cb;
   const int64_t CW = p.CW, KT = p.KH * p.KW;
@@ -317,6 +335,7 @@ void xnor_conv2d_forward(const XnorConvProblem& p, int64_t begin, int64_t end, I
   int64_t rows_of = -1;  // output row (n * Ho + oh) the slots hold
   if (!p.xt) rows.resize(p.KH * RS);
 
+  do {
   for (int64_t u = begin; u < end; ++u) {
     const int64_t ob = u % nob, row = u / nob;
     const int64_t n = row / p.Ho, oh = row % p.Ho;
@@ -413,6 +432,7 @@ void xnor_conv2d_forward(const XnorConvProblem& p, int64_t begin, int64_t end, I
     else
       epilogue<float>(p, n, oh, o0, no, 0, static_cast<int>(p.Wo), S.data(), Wop, k0.data(), nullptr);
   }
+  } while (next(ctx, &begin, &end));
 }
 
 }  // namespace core

@@ -117,6 +117,11 @@ void pack_row_affine_nhwc_f32_avx512(const float* src, int64_t C, int64_t W, int
 // Work units: (n, oh, block of cout_block output channels).
 int64_t xnor_conv_units(const XnorConvProblem& p);
 void xnor_conv2d_forward(const XnorConvProblem& p, int64_t begin, int64_t end, Isa isa);
+// The same over the unit ranges next(ctx, &begin, &end) yields until it returns false, with the
+// per-call setup (scratch buffers, weight tap popcounts, border sums) done once: what each thread of a
+// dynamically scheduled call runs (cpu/parallel.h), instead of once per chunk.
+using UnitRangeSource = bool (*)(void* ctx, int64_t* begin, int64_t* end);
+void xnor_conv2d_forward_ranges(const XnorConvProblem& p, UnitRangeSource next, void* ctx, Isa isa);
 // (Cout, KH * KW) popcounts of the packed weight taps.
 void xnor_weight_popcounts(const uint64_t* w, int64_t taps_total, int64_t CW, int32_t* out);
 

@@ -50,4 +50,53 @@ void parallel_units(int64_t units, int64_t min_chunk, const F& f) {
   });
 }
 
+// The same schedule for work whose per-call setup is worth keeping across chunks: g(next, ctx) runs once
+// per thread and pulls its chunks with next(ctx, &begin, &end) until that returns false.
+using RangeSource = bool (*)(void* ctx, int64_t* begin, int64_t* end);
+
+template <class G>
+void parallel_unit_ranges(int64_t units, int64_t min_chunk, const G& g) {
+  struct Range {
+    int64_t b, e;
+    bool done;
+  };
+  static constexpr RangeSource once = [](void* c, int64_t* b, int64_t* e) {
+    auto* r = static_cast<Range*>(c);
+    if (r->done || r->b >= r->e) return false;
+    *b = r->b, *e = r->e, r->done = true;
+    return true;
+  };
+  if (units <= 0) return;
+  const int64_t threads = at::in_parallel_region() ? 1 : at::get_num_threads();
+  if (threads <= 1 || units <= min_chunk) {
+    Range r{0, units, false};
+    g(once, &r);
+    return;
+  }
+  if (static_schedule_forced()) {
+    at::parallel_for(0, units, min_chunk, [&](int64_t b, int64_t e) {
+      Range r{b, e, false};
+      g(once, &r);
+    });
+    return;
+  }
+  struct Shared {
+    std::atomic<int64_t> next{0};
+    int64_t units = 0, chunk = 1;
+  } sh;
+  sh.units = units;
+  sh.chunk = std::max<int64_t>(std::max<int64_t>(1, min_chunk), units / (8 * threads));
+  static constexpr RangeSource pull = [](void* c, int64_t* b, int64_t* e) {
+    auto* s = static_cast<Shared*>(c);
+    const int64_t u = s->next.fetch_add(s->chunk, std::memory_order_relaxed);
+    if (u >= s->units) return false;
+    *b = u, *e = std::min(s->units, u + s->chunk);
+    return true;
+  };
+  const int64_t slots = std::min<int64_t>(threads, (units + sh.chunk - 1) / sh.chunk);
+  at::parallel_for(0, slots, 1, [&](int64_t b, int64_t e) {
+    for (int64_t s = b; s < e; ++s) g(pull, &sh);
+  });
+}
+
 }  // namespace fastpose

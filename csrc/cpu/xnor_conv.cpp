@@ -156,7 +156,7 @@ at::Tensor conv_packed_impl(const at::Tensor& xp, const at::Tensor& wp, const at
   p.xt = xtp;
   const int64_t units = core::xnor_conv_units(p);
   const core::Isa isa = core::active_isa();
-  parallel_units(units, 1, [&](int64_t b, int64_t e) { core::xnor_conv2d_forward(p, b, e, isa); });
+  parallel_unit_ranges(units, 1, [&](RangeSource next, void* ctx) { core::xnor_conv2d_forward_ranges(p, next, ctx, isa); });
   return out;
 }
 
@@ -374,7 +374,7 @@ void xnor_conv2d_fused_cpu(const at::Tensor& x, const at::Tensor& weight_packed,
     while (cb > 4 && g.N * g.Ho * ((g.Cout + cb - 1) / cb) < 4 * threads) cb = (cb + 1) / 2;
   p.cout_block = cb;
   const int64_t units = core::xnor_conv_units(p);
-  parallel_units(units, 1, [&](int64_t b, int64_t e) { core::xnor_conv2d_forward(p, b, e, isa); });
+  parallel_unit_ranges(units, 1, [&](RangeSource next, void* ctx) { core::xnor_conv2d_forward_ranges(p, next, ctx, isa); });
 }
 
 // Straight-through backward of  out = conv2d(sign(x), alpha(w) * sign(w)) + bias  with the surrogate
