@@ -51,7 +51,8 @@ ctest:
 # torch is not instrumented: libasan is preloaded and leaks are not checked. ASAN_TESTS picks the tests.
 ASAN_DIR   := build/asan/tree
 ASAN_TESTS ?= tests/test_bad_input.py tests/test_xnor_conv.py tests/test_binarize_pack.py tests/test_softmax_dsnt.py \
-              tests/test_upsample_add.py tests/test_hr_fuse.py tests/test_binary_layers.py
+              tests/test_upsample_add.py tests/test_hr_fuse.py tests/test_binary_layers.py tests/test_hpm_packed.py \
+              tests/test_cpu_allocator.py
 ASAN_ENV    = LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" \
   ASAN_OPTIONS=detect_leaks=0:halt_on_error=1:detect_odr_violation=0:alloc_dealloc_mismatch=0 \
   UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1

@@ -23,35 +23,9 @@ inline bool static_schedule_forced() {
   return e != nullptr && std::strcmp(e, "static") == 0;
 }
 
-// f(begin, end) over [0, units), in chunks of about units / (8 * threads) (at least min_chunk).
-template <class F>
-void parallel_units(int64_t units, int64_t min_chunk, const F& f) {
-  if (units <= 0) return;
-  const int64_t threads = at::in_parallel_region() ? 1 : at::get_num_threads();
-  if (threads <= 1 || units <= min_chunk) {
-    f(0, units);
-    return;
-  }
-  if (static_schedule_forced()) {
-    at::parallel_for(0, units, min_chunk, f);
-    return;
-  }
-  const int64_t chunk = std::max<int64_t>(std::max<int64_t>(1, min_chunk), units / (8 * threads));
-  const int64_t slots = std::min<int64_t>(threads, (units + chunk - 1) / chunk);
-  std::atomic<int64_t> next{0};
-  at::parallel_for(0, slots, 1, [&](int64_t b, int64_t e) {
-    for (int64_t s = b; s < e; ++s) {
-      for (;;) {
-        const int64_t u = next.fetch_add(chunk, std::memory_order_relaxed);
-        if (u >= units) break;
-        f(u, std::min(units, u + chunk));
-      }
-    }
-  });
-}
-
-// The same schedule for work whose per-call setup is worth keeping across chunks: g(next, ctx) runs once
-// per thread and pulls its chunks with next(ctx, &begin, &end) until that returns false.
+// [0, units) in chunks of about units / (8 * threads) (at least min_chunk). g(next, ctx) runs once per
+// thread and pulls its chunks with next(ctx, &begin, &end) until that returns false, so per-call setup
+// (scratch buffers, tables) is paid once per thread, not once per chunk.
 using RangeSource = bool (*)(void* ctx, int64_t* begin, int64_t* end);
 
 template <class G>
