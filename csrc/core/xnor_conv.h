@@ -77,6 +77,8 @@ struct XnorConvProblem {
   // Fused epilogue: full aligned 64-byte vectors of out written with non-temporal stores (large
   // outputs, see cpu/hugepages.h); the epilogue fences them before it returns. Same values.
   bool stream_out = false;
+  // Fused epilogue: software prefetch of the residual ahead of its loads (AVX-512 path).
+  bool prefetch_residual = true;
 };
 
 // The inner kernels' input layout ("prepared input"). Output pixels are the vector lanes: 8 consecutive

@@ -83,6 +83,8 @@ bool xnor_fused_epilogue_avx512(const XnorConvProblem& p, int64_t n, int64_t oh,
   const float* const res0 = res ? res + n * rs[0] + oh * rs[2] + q0 * rs[3] + o0 : nullptr;
   uint64_t* const words0 = p.out_packed ? p.out_packed + ((n * p.Ho + oh) * p.Wo + q0) * CWo + (o0 >> 6) : nullptr;
   const bool stream = p.stream_out;
+  const bool prefetch = p.prefetch_residual;
+  constexpr int kAhead = 32;
   if (!extra) {
     // Tiles of 16 pixels x 16 channels: contiguous loads of S rows, transposed in registers, so the
     // channel-contiguous output needs no gathers.
@@ -129,7 +131,13 @@ bool xnor_fused_epilogue_avx512(const XnorConvProblem& p, int64_t n, int64_t oh,
               word[pp] = 0;
             }
           }
-          if (res0) v = add_rn(v, _mm512_maskz_loadu_ps(m, res0 + q * rs[3] + j));
+          if (res0) {
+            // The residual is a channel run per pixel, a whole row of a wider tensor apart: the hardware
+            // prefetchers miss it and the load stalls on memory. Ask for the same run kAhead pixels on.
+            if (prefetch && q + kAhead < nq)
+              _mm_prefetch(reinterpret_cast<const char*>(res0 + (q + kAhead) * rs[3] + j), _MM_HINT_T0);
+            v = add_rn(v, _mm512_maskz_loadu_ps(m, res0 + q * rs[3] + j));
+          }
           float* d = out0 + q * os[3] + j;
           if (stream && nc == 16 && (reinterpret_cast<uintptr_t>(d) & 63) == 0)
             _mm512_stream_ps(d, v);

@@ -367,6 +367,10 @@ void xnor_conv2d_fused_cpu(const at::Tensor& x, const at::Tensor& weight_packed,
   const core::Isa isa = core::active_isa();
   p.fused_isa = isa;
   p.stream_out = stream_stores(span_bytes(out));
+  {
+    const char* e = std::getenv("FASTPOSE_PREFETCH_RESIDUAL");  // A/B toggle, read per call
+    p.prefetch_residual = e == nullptr || std::strcmp(e, "0") != 0;
+  }
   const int64_t threads = at::get_num_threads();
   int64_t cb = std::min<int64_t>(g.Cout, 64);
   // Packed output: blocks of whole 64-channel words (xnor_conv.h), so no two threads share a word.
