@@ -2,6 +2,8 @@
 // xnor_conv_backward.h). Everything here is memory-bound, one read and one write per element.
 #include "core/xnor_conv_backward.h"
 
+#include <vector>
+
 #include <cmath>
 #include <algorithm>
 #include <cstring>
@@ -202,36 +204,44 @@ void ste_mask(const MaskProblem& p, int64_t begin, int64_t end, Isa isa) {
 
 template <class T>
 void ste_weight_chain(const T* G, int64_t gso, int64_t gsc, int64_t gsh, int64_t gsw, const T* w, const T* alpha,
-                      int64_t Cin, int64_t KH, int64_t KW, T* gw, int64_t begin, int64_t end) {
+                      int64_t Cin, int64_t KH, int64_t KW, T* gw, int64_t oso, int64_t osc, int64_t osh, int64_t osw,
+                      int64_t begin, int64_t end) {
   const int64_t K = Cin * KH * KW;
   constexpr int kLanes = 8;  // independent partial sums: the reduction vectorises and does not serialise
+  std::vector<T> g(K);       // G of one filter in w's (contiguous) order: the dot below sums in that order
   for (int64_t o = begin; o < end; ++o) {
     const T* go = G + o * gso;
     const T* wo = w + o * K;
-    T* out = gw + o * K;
     for (int64_t ci = 0, k = 0; ci < Cin; ++ci)
       for (int64_t kh = 0; kh < KH; ++kh)
-        for (int64_t kw = 0; kw < KW; ++kw, ++k) out[k] = go[ci * gsc + kh * gsh + kw * gsw];
-    if (!alpha) continue;
-    T part[kLanes] = {};
-    int64_t k = 0;
-    for (; k + kLanes <= K; k += kLanes)
-      for (int j = 0; j < kLanes; ++j) part[j] += out[k + j] * wo[k + j];
-    T dotp = T(0);
-    for (int j = 0; j < kLanes; ++j) dotp += part[j];
-    for (; k < K; ++k) dotp += out[k] * wo[k];
-    const T a = alpha[o], m = dotp / static_cast<T>(K);
-    for (k = 0; k < K; ++k) {
-      const T sg = static_cast<T>(wo[k] > T(0)) - static_cast<T>(wo[k] < T(0));
-      out[k] = a * out[k] + sg * m;
+        for (int64_t kw = 0; kw < KW; ++kw, ++k) g[k] = go[ci * gsc + kh * gsh + kw * gsw];
+    T a = T(1), m = T(0);
+    if (alpha) {
+      T part[kLanes] = {};
+      int64_t k = 0;
+      for (; k + kLanes <= K; k += kLanes)
+        for (int j = 0; j < kLanes; ++j) part[j] += g[k + j] * wo[k + j];
+      T dotp = T(0);
+      for (int j = 0; j < kLanes; ++j) dotp += part[j];
+      for (; k < K; ++k) dotp += g[k] * wo[k];
+      a = alpha[o], m = dotp / static_cast<T>(K);
     }
+    T* out = gw + o * oso;
+    for (int64_t ci = 0, k = 0; ci < Cin; ++ci)
+      for (int64_t kh = 0; kh < KH; ++kh)
+        for (int64_t kw = 0; kw < KW; ++kw, ++k) {
+          const T sg = static_cast<T>(wo[k] > T(0)) - static_cast<T>(wo[k] < T(0));
+          out[ci * osc + kh * osh + kw * osw] = alpha ? a * g[k] + sg * m : g[k];
+        }
   }
 }
 
 template void ste_weight_chain<float>(const float*, int64_t, int64_t, int64_t, int64_t, const float*, const float*,
-                                      int64_t, int64_t, int64_t, float*, int64_t, int64_t);
+                                      int64_t, int64_t, int64_t, float*, int64_t, int64_t, int64_t, int64_t, int64_t,
+                                      int64_t);
 template void ste_weight_chain<double>(const double*, int64_t, int64_t, int64_t, int64_t, const double*,
-                                       const double*, int64_t, int64_t, int64_t, double*, int64_t, int64_t);
+                                       const double*, int64_t, int64_t, int64_t, double*, int64_t, int64_t, int64_t,
+                                       int64_t, int64_t, int64_t);
 
 }  // namespace core
 }  // namespace fastpose

@@ -48,10 +48,12 @@ void ste_mask(const MaskProblem& p, int64_t begin, int64_t end, Isa isa);
 // of the effective weight alpha * sign(w) and n = Cin * KH * KW,
 //   gw = alpha * G + sgn(w) * sum(G * w) / n       (sgn(0) = 0, the derivative of |w| torch uses)
 // scale = false: gw = G. G: (Cout, K) with element strides (gso, gsk) over the K = Cin * KH * KW taps in
-// weight order (k = (ci * KH + kh) * KW + kw, given as the strides of those three); w and gw contiguous.
+// weight order (k = (ci * KH + kh) * KW + kw, given as the strides of those three); w contiguous, gw with
+// element strides (oso, osc, osh, osw) (a channels_last weight's gradient is written in its own layout).
 template <class T>
 void ste_weight_chain(const T* G, int64_t gso, int64_t gsc, int64_t gsh, int64_t gsw, const T* w, const T* alpha,
-                      int64_t Cin, int64_t KH, int64_t KW, T* gw, int64_t begin, int64_t end);
+                      int64_t Cin, int64_t KH, int64_t KW, T* gw, int64_t oso, int64_t osc, int64_t osh, int64_t osw,
+                      int64_t begin, int64_t end);
 
 }  // namespace core
 }  // namespace fastpose

@@ -510,15 +510,19 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> xnor_conv2d_backward_packed_cpu(
   at::Tensor alpha;
   if (scale) alpha = w.abs().mean({1, 2, 3});
   // The effective weight alpha * sign(w) (sign as the forward's: w >= 0 -> +1).
-  at::Tensor weff = at::empty(w.sizes(), w.options());
+  // weff in the activations' layout (channels_last for channels_last grad), which is what oneDNN's
+  // convolution_backward reorders the weight to otherwise (two copies per call).
+  at::Tensor weff = at::empty(w.sizes(), w.options().memory_format(fmt));
   AT_DISPATCH_FLOATING_TYPES(dt, "xnor_weff", [&] {
     const scalar_t* wp = w.data_ptr<scalar_t>();
     const scalar_t* ap = scale ? alpha.data_ptr<scalar_t>() : nullptr;
     scalar_t* ep = weff.data_ptr<scalar_t>();
-    const int64_t K = Cin * g.KH * g.KW;
-    for (int64_t o = 0; o < g.Cout; ++o) {
+    const int64_t so = weff.stride(0), sc = weff.stride(1), sh = weff.stride(2), sw = weff.stride(3);
+    for (int64_t o = 0, k = 0; o < g.Cout; ++o) {
       const scalar_t a = ap ? ap[o] : scalar_t(1);
-      for (int64_t k = 0; k < K; ++k) ep[o * K + k] = wp[o * K + k] >= scalar_t(0) ? a : -a;
+      for (int64_t c = 0; c < Cin; ++c)
+        for (int64_t i = 0; i < g.KH; ++i)
+          for (int64_t j = 0; j < g.KW; ++j, ++k) ep[o * so + c * sc + i * sh + j * sw] = wp[k] >= scalar_t(0) ? a : -a;
     }
   });
 
@@ -555,13 +559,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> xnor_conv2d_backward_packed_cpu(
   }
   if (mask[1]) {
     const at::Tensor G = std::get<1>(r);
-    at::Tensor out = at::empty(w.sizes(), w.options());
+    // In the weight's own layout: AccumulateGrad would otherwise restride it into .grad every step.
+    at::Tensor out = at::empty(w.sizes(), w.options().memory_format(weight.suggest_memory_format()));
     AT_DISPATCH_FLOATING_TYPES(dt, "xnor_ste_weight_chain", [&] {
       const scalar_t* ap = scale ? alpha.data_ptr<scalar_t>() : nullptr;
       at::parallel_for(0, g.Cout, 8, [&](int64_t b, int64_t e) {
         core::ste_weight_chain<scalar_t>(G.data_ptr<scalar_t>(), G.stride(0), G.stride(1), G.stride(2), G.stride(3),
-                                         w.data_ptr<scalar_t>(), ap, Cin, g.KH, g.KW, out.data_ptr<scalar_t>(), b,
-                                         e);
+                                         w.data_ptr<scalar_t>(), ap, Cin, g.KH, g.KW, out.data_ptr<scalar_t>(),
+                                         out.stride(0), out.stride(1), out.stride(2), out.stride(3), b, e);
       });
     });
     gw = out.to(weight.scalar_type());

@@ -97,7 +97,8 @@ void check_chain(std::mt19937& rng) {
       for (int64_t kh = 0; kh < KH; ++kh)
         for (int64_t kw = 0; kw < KW; ++kw)
           Gl[o * K + (kh * KW + kw) * Cin + ci] = G[o * K + (ci * KH + kh) * KW + kw];
-  ste_weight_chain<T>(Gl.data(), K, 1, KW * Cin, Cin, w.data(), alpha.data(), Cin, KH, KW, gw.data(), 0, Cout);
+  ste_weight_chain<T>(Gl.data(), K, 1, KW * Cin, Cin, w.data(), alpha.data(), Cin, KH, KW, gw.data(), K, KH * KW, KW, 1, 0,
+                      Cout);
   for (int64_t o = 0; o < Cout; ++o) {
     double dot = 0;
     for (int64_t k = 0; k < K; ++k) dot += double(G[o * K + k]) * double(w[o * K + k]);
@@ -107,7 +108,8 @@ void check_chain(std::mt19937& rng) {
       FP_CHECK(std::fabs(gw[o * K + k] - e) <= (sizeof(T) == 8 ? 1e-12 : 1e-5) * (1 + std::fabs(e)));
     }
   }
-  ste_weight_chain<T>(Gl.data(), K, 1, KW * Cin, Cin, w.data(), nullptr, Cin, KH, KW, gw.data(), 0, Cout);
+  ste_weight_chain<T>(Gl.data(), K, 1, KW * Cin, Cin, w.data(), nullptr, Cin, KH, KW, gw.data(), K, KH * KW, KW, 1, 0,
+                      Cout);
   for (int64_t o = 0; o < Cout; ++o)
     for (int64_t k = 0; k < K; ++k) FP_CHECK(gw[o * K + k] == G[o * K + k]);
 }
