@@ -129,6 +129,7 @@ def test_threads_and_fork():
     assert stats()["in_use_bytes"] == 0
     pid = os.fork()
     if pid == 0:
+        torch.set_num_threads(1)  # as DataLoader workers do: no OpenMP team in a forked child
         x = torch.ones(2 * MB); y = x * 3
         os._exit(0 if float(y.sum()) == 6 * MB else 1)
     _, st = os.waitpid(pid, 0)
