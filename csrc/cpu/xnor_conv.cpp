@@ -335,11 +335,9 @@ void xnor_conv2d_fused_cpu(const at::Tensor& x, const at::Tensor& weight_packed,
   const at::Tensor bias = per_channel(opt_tensor(bias_o), g, acc, "bias");
   const at::Tensor w = weight_packed.contiguous();
   const uint64_t* wptr = reinterpret_cast<const uint64_t*>(w.data_ptr<int64_t>());
-  std::vector<int32_t> wpop;
-  if (pad_value != 0) {
-    wpop.resize(g.Cout * g.KH * g.KW);
-    core::xnor_weight_popcounts(wptr, g.Cout * g.KH * g.KW, CW, wpop.data());
-  }
+  // Once per call (the forward would otherwise compute them in every thread).
+  std::vector<int32_t> wpop(g.Cout * g.KH * g.KW);
+  core::xnor_weight_popcounts(wptr, g.Cout * g.KH * g.KW, CW, wpop.data());
   core::XnorConvProblem p;
   p.x = reinterpret_cast<const uint64_t*>(xp.data_ptr<int64_t>());
   p.w = wptr;
