@@ -19,6 +19,7 @@
 #include <c10/util/Exception.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -55,8 +56,9 @@ bool hugepages_enabled() {
 class CachingCpuAllocator final : public c10::Allocator {
  public:
   c10::DataPtr allocate(size_t n) override {
-    c10::Allocator* fb = fallback_;
-    if (n < min_block_ || fb == nullptr) {
+    // Read without the lock (every allocation passes here): enable() publishes them atomically.
+    c10::Allocator* fb = fallback_.load(std::memory_order_acquire);
+    if (n < min_block_.load(std::memory_order_relaxed) || fb == nullptr) {
       if (fb == nullptr) fb = c10::GetDefaultCPUAllocator();
       return fb->allocate(n);
     }
@@ -111,10 +113,10 @@ class CachingCpuAllocator final : public c10::Allocator {
   void enable(size_t max_cached, size_t min_block) {
     std::lock_guard<std::mutex> g(mu_);
     max_cached_ = max_cached;
-    min_block_ = std::max<size_t>(min_block, 1);
+    min_block_.store(std::max<size_t>(min_block, 1), std::memory_order_relaxed);
     if (!enabled_) {
       c10::Allocator* cur = c10::GetCPUAllocator();
-      if (cur != this) fallback_ = cur;
+      if (cur != this) fallback_.store(cur, std::memory_order_release);
       c10::SetCPUAllocator(this, kPriority);
       TORCH_CHECK(c10::GetCPUAllocator() == this,
                   "enable_cpu_caching_allocator: another CPU allocator with a higher priority is installed");
@@ -128,7 +130,8 @@ class CachingCpuAllocator final : public c10::Allocator {
   void disable() {
     std::lock_guard<std::mutex> g(mu_);
     if (enabled_) {
-      c10::SetCPUAllocator(fallback_ ? fallback_ : c10::GetDefaultCPUAllocator(), kPriority);
+      c10::Allocator* fb = fallback_.load(std::memory_order_acquire);
+      c10::SetCPUAllocator(fb ? fb : c10::GetDefaultCPUAllocator(), kPriority);
       enabled_ = false;
     }
     trim_locked(0);
@@ -149,7 +152,7 @@ class CachingCpuAllocator final : public c10::Allocator {
     s.hits = hits_;
     s.misses = misses_;
     s.max_cached_bytes = max_cached_;
-    s.min_block_bytes = min_block_;
+    s.min_block_bytes = min_block_.load(std::memory_order_relaxed);
     return s;
   }
 
@@ -198,7 +201,8 @@ class CachingCpuAllocator final : public c10::Allocator {
     }
     // Not ours: a small block of the previous allocator, or one allocated before this one was installed,
     // freed through raw_deallocate (which asks the current allocator for its deleter).
-    c10::Allocator* fb = fallback_ ? fallback_ : c10::GetDefaultCPUAllocator();
+    c10::Allocator* fb = fallback_.load(std::memory_order_acquire);
+    if (fb == nullptr) fb = c10::GetDefaultCPUAllocator();
     c10::DeleterFnPtr d = fb->raw_deleter();
     TORCH_INTERNAL_ASSERT(d != nullptr, "fastpose CPU caching allocator: free of a block it cannot return");
     d(p);
@@ -221,8 +225,9 @@ class CachingCpuAllocator final : public c10::Allocator {
 
   std::mutex mu_;
   bool enabled_ = false;
-  c10::Allocator* fallback_ = nullptr;
-  size_t max_cached_ = 0, min_block_ = size_t(1) << 18;
+  std::atomic<c10::Allocator*> fallback_{nullptr};
+  std::atomic<size_t> min_block_{size_t(1) << 18};
+  size_t max_cached_ = 0;
   size_t in_use_ = 0, peak_in_use_ = 0, cached_ = 0;
   int64_t hits_ = 0, misses_ = 0;
   std::unordered_map<size_t, std::vector<void*>> free_;
