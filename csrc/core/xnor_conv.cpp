@@ -306,23 +306,11 @@ int64_t xnor_conv_units(const XnorConvProblem& p) {
 //                   only their valid taps in k0,
 // so that dot = k0 - 2 S exactly; the epilogue never sees the border logic.
 void xnor_conv2d_forward(const XnorConvProblem& p, int64_t begin, int64_t end, Isa isa) {
-  if (begin >= end) return;
-  struct Once {
-    int64_t b, e;
-    bool done;
-  } once{begin, end, false};
-  xnor_conv2d_forward_ranges(
-      p,
-      [](void* c, int64_t* b, int64_t* e) {
-        auto* o = static_cast<Once*>(c);
-        if (o->done) return false;
-        *b = o->b, *e = o->e, o->done = true;
-        return true;
-      },
-      &once, isa);
+  SingleRange r{begin, end};
+  xnor_conv2d_forward_ranges(p, single_range, &r, isa);
 }
 
-void xnor_conv2d_forward_ranges(const XnorConvProblem& p, UnitRangeSource next, void* ctx, Isa isa) {
+void xnor_conv2d_forward_ranges(const XnorConvProblem& p, RangeSource next, void* ctx, Isa isa) {
   int64_t begin = 0, end = 0;
   if (!next(ctx, &begin, &end)) return;
   const int64_t cb = std::max<int64_t>(1, p.cout_block);

@@ -20,6 +20,7 @@
 
 #include "core/dtypes.h"
 #include "core/isa.h"
+#include "core/ranges.h"
 
 namespace fastpose {
 namespace core {
@@ -122,8 +123,7 @@ void xnor_conv2d_forward(const XnorConvProblem& p, int64_t begin, int64_t end, I
 // The same over the unit ranges next(ctx, &begin, &end) yields until it returns false, with the
 // per-call setup (scratch buffers, weight tap popcounts, border sums) done once: what each thread of a
 // dynamically scheduled call runs (cpu/parallel.h), instead of once per chunk.
-using UnitRangeSource = bool (*)(void* ctx, int64_t* begin, int64_t* end);
-void xnor_conv2d_forward_ranges(const XnorConvProblem& p, UnitRangeSource next, void* ctx, Isa isa);
+void xnor_conv2d_forward_ranges(const XnorConvProblem& p, RangeSource next, void* ctx, Isa isa);
 // (Cout, KH * KW) popcounts of the packed weight taps.
 void xnor_weight_popcounts(const uint64_t* w, int64_t taps_total, int64_t CW, int32_t* out);
 

@@ -9,8 +9,9 @@
 // handed out again; smaller ones go to the allocator that was installed before (c10's default).
 //
 // Size classes: n rounded up to a multiple of 2^floor(log2 n) / 8 (at most 12.5% padding, at least
-// 4 KiB). Blocks of 4 MiB and more are 2 MiB aligned and advised MADV_HUGEPAGE (FASTPOSE_HUGEPAGES=0
-// turns that off), others 64 B aligned like c10's. A freed block is cached while the cache holds
+// 4 KiB). Blocks of 4 MiB and more are 2 MiB aligned (so transparent huge pages can back them), and
+// advised as huge pages by the rule all fastpose outputs share (cpu/hugepages.h: 8 MiB and more,
+// FASTPOSE_HUGEPAGES=0 turns it off); smaller blocks are 64 B aligned like c10's. A freed block is cached while the cache holds
 // less than max_cached bytes, otherwise returned to the system.
 #include <torch/extension.h>
 
@@ -29,10 +30,10 @@
 
 #if defined(__linux__)
 #include <pthread.h>
-#include <sys/mman.h>
 #endif
 
 #include "cpu/caching_allocator.h"
+#include "cpu/hugepages.h"
 
 namespace fastpose {
 namespace {
@@ -43,14 +44,6 @@ size_t size_class(size_t n) {
   size_t top = size_t(1) << (63 - __builtin_clzll(static_cast<unsigned long long>(n)));
   size_t g = std::max<size_t>(top / 8, 4096);
   return (n + g - 1) / g * g;
-}
-
-bool hugepages_enabled() {
-  static const bool on = [] {
-    const char* e = std::getenv("FASTPOSE_HUGEPAGES");
-    return e == nullptr || std::strcmp(e, "0") != 0;
-  }();
-  return on;
 }
 
 class CachingCpuAllocator final : public c10::Allocator {
@@ -169,9 +162,7 @@ class CachingCpuAllocator final : public c10::Allocator {
         TORCH_CHECK_WITH(OutOfMemoryError, false, "fastpose CPU caching allocator: out of memory allocating ", cls,
                          " bytes");
     }
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-    if (align == kHuge && hugepages_enabled()) madvise(p, cls / kHuge * kHuge, MADV_HUGEPAGE);  // advice only
-#endif
+    if (align == kHuge) advise_hugepages(p, cls);
     return p;
   }
 

@@ -17,22 +17,29 @@
 
 namespace fastpose {
 
-inline void advise_hugepages(const at::Tensor& t) {
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-  constexpr uintptr_t kHuge = uintptr_t(1) << 21;
-  const size_t bytes = t.numel() * t.element_size();
-  if (bytes < 4 * kHuge || !t.is_cpu()) return;
+inline bool hugepages_enabled() {
   static const bool enabled = [] {
     const char* e = std::getenv("FASTPOSE_HUGEPAGES");
     return e == nullptr || std::strcmp(e, "0") != 0;
   }();
-  if (!enabled) return;
-  const uintptr_t p = reinterpret_cast<uintptr_t>(t.data_ptr());
-  const uintptr_t a = (p + kHuge - 1) & ~(kHuge - 1), e = (p + bytes) & ~(kHuge - 1);
+  return enabled;
+}
+
+// Advises the 2 MB-aligned interior of [p, p + bytes) as transparent huge pages, for blocks of 8 MB and more.
+inline void advise_hugepages(void* p, size_t bytes) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  constexpr uintptr_t kHuge = uintptr_t(1) << 21;
+  if (bytes < 4 * kHuge || !hugepages_enabled()) return;
+  const uintptr_t b = reinterpret_cast<uintptr_t>(p);
+  const uintptr_t a = (b + kHuge - 1) & ~(kHuge - 1), e = (b + bytes) & ~(kHuge - 1);
   if (e > a) madvise(reinterpret_cast<void*>(a), e - a, MADV_HUGEPAGE);  // advice only: errors ignored
 #else
-  (void)t;
+  (void)p, (void)bytes;
 #endif
+}
+
+inline void advise_hugepages(const at::Tensor& t) {
+  if (t.is_cpu()) advise_hugepages(t.data_ptr(), t.numel() * t.element_size());
 }
 
 // Non-temporal stores for outputs from 4 MiB (twice a core's L2 on the machines measured): such an output

@@ -10,6 +10,8 @@
 #pragma once
 #include <ATen/Parallel.h>
 
+#include "core/ranges.h"
+
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
@@ -24,33 +26,21 @@ inline bool static_schedule_forced() {
 }
 
 // [0, units) in chunks of about units / (8 * threads) (at least min_chunk). g(next, ctx) runs once per
-// thread and pulls its chunks with next(ctx, &begin, &end) until that returns false, so per-call setup
-// (scratch buffers, tables) is paid once per thread, not once per chunk.
-using RangeSource = bool (*)(void* ctx, int64_t* begin, int64_t* end);
-
+// thread and pulls its chunks with next(ctx, &begin, &end) (core/ranges.h) until that returns false, so
+// per-call setup (scratch buffers, tables) is paid once per thread, not once per chunk.
 template <class G>
 void parallel_unit_ranges(int64_t units, int64_t min_chunk, const G& g) {
-  struct Range {
-    int64_t b, e;
-    bool done;
-  };
-  static constexpr RangeSource once = [](void* c, int64_t* b, int64_t* e) {
-    auto* r = static_cast<Range*>(c);
-    if (r->done || r->b >= r->e) return false;
-    *b = r->b, *e = r->e, r->done = true;
-    return true;
-  };
   if (units <= 0) return;
   const int64_t threads = at::in_parallel_region() ? 1 : at::get_num_threads();
   if (threads <= 1 || units <= min_chunk) {
-    Range r{0, units, false};
-    g(once, &r);
+    SingleRange r{0, units};
+    g(single_range, &r);
     return;
   }
   if (static_schedule_forced()) {
     at::parallel_for(0, units, min_chunk, [&](int64_t b, int64_t e) {
-      Range r{b, e, false};
-      g(once, &r);
+      SingleRange r{b, e};
+      g(single_range, &r);
     });
     return;
   }

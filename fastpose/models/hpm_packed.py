@@ -106,7 +106,7 @@ def folded_conv_bn(conv, bn):
     def make():
         s, t = bn_affine(bn)
         w = (conv.weight.detach() * s.view(-1, 1, 1, 1)).contiguous(memory_format=_CL)
-        b = t.clone() if conv.bias is None else conv.bias.detach() * s + t
+        b = t if conv.bias is None else conv.bias.detach() * s + t
         return w, b.contiguous()
     return _cached(conv, ("fold",) + _stamp(conv.weight, conv.bias, bn.weight, bn.bias, bn.running_mean,
                                             bn.running_var), make)
