@@ -74,8 +74,8 @@ struct XnorConvProblem {
   // (N, Ho, Wo, xnor_words(Cout)). Each epilogue call stores whole words: output-channel blocks must
   // start at multiples of 64 and cover 64 channels (or run to Cout), so blocks never share a word.
   uint64_t* out_packed = nullptr;
-  Isa fused_isa = Isa::Portable;  // ISA of the fused epilogue
-  // Fused epilogue: full aligned 64-byte vectors of out written with non-temporal stores (large
+  Isa fused_isa = Isa::Portable;  // ISA of the epilogue (float32 output: AVX-512 form; else portable)
+  // AVX-512 epilogue: full aligned 64-byte vectors of out written with non-temporal stores (large
   // outputs, see cpu/hugepages.h); the epilogue fences them before it returns. Same values.
   bool stream_out = false;
   // Fused epilogue: software prefetch of the residual ahead of its loads (AVX-512 path).
@@ -105,7 +105,8 @@ void xnor_conv_prepare_input_from(const XnorConvProblem& p, const PackSource& sr
 // [o0, o0 + no) of pixels [q0, q0 + nq) of row (n, oh); dot = k0[q] - 2 S[o][q] - 2 extra[o][q].
 void xnor_fused_epilogue(const XnorConvProblem& p, int64_t n, int64_t oh, int64_t o0, int no, int64_t q0, int nq,
                          const int32_t* S, int64_t s_ostride, const int32_t* k0, const int32_t* extra);
-// AVX-512 form for float32 output with unit channel strides (out and residual); false if it does not apply.
+// AVX-512 form for float32 output with unit channel strides (out and residual, packed bits allowed) or unit
+// pixel strides (out and residual, no packed bits); false if it does not apply.
 bool xnor_fused_epilogue_avx512(const XnorConvProblem& p, int64_t n, int64_t oh, int64_t o0, int no, int64_t q0,
                                 int nq, const int32_t* S, int64_t s_ostride, const int32_t* k0, const int32_t* extra);
 

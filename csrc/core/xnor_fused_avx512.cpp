@@ -1,5 +1,6 @@
-// AVX-512 forms of the fused XNOR epilogue and of the BatchNorm-folded pack (xnor_fused.cpp), float32,
-// channels contiguous (NHWC rows: what the packed HPM model uses), called only when cpuid has AVX-512.
+// AVX-512 forms of the XNOR epilogue and of the BatchNorm-folded pack (xnor_fused.cpp), float32:
+// channels contiguous (NHWC rows: what the packed HPM model uses) or pixels contiguous (NCHW rows: what
+// xnor_conv2d returns for NCHW input), called only when cpuid has AVX-512.
 // The multiplies and adds use the explicit-rounding intrinsics (round to nearest even, as MXCSR's
 // default): they are separate instructions the compiler cannot contract into an FMA, so each rounds
 // once exactly as the portable code and the PyTorch reference do.
@@ -50,6 +51,51 @@ inline void transpose16(__m512i r[16]) {
   }
 }
 
+// Channel-major output (NCHW-like: pixels contiguous along W). S rows are already pixel-contiguous,
+// so each channel is a run of plain vector loads, arithmetic and stores; no transpose.
+bool channel_major(const XnorConvProblem& p, const int64_t os[4], int64_t n, int64_t oh, int64_t o0, int no,
+                   int64_t q0, int nq, const int32_t* S, int64_t s_ostride, const int32_t* k0, const int32_t* extra) {
+  const int64_t* rs = p.res_strides;
+  // Packed bits want a pixel's channels together (the NHWC path's transpose); strided pixels gain nothing.
+  if (p.out_packed || os[3] != 1 || (p.residual && rs[3] != 1)) return false;
+  const float* alpha = static_cast<const float*>(p.alpha);
+  const float* bias = static_cast<const float*>(p.bias);
+  const float* bns = static_cast<const float*>(p.bn_scale);
+  const float* bnt = static_cast<const float*>(p.bn_shift);
+  const float* res = static_cast<const float*>(p.residual);
+  const bool stream = p.stream_out;
+  for (int o = 0; o < no; ++o) {
+    const int64_t oc = o0 + o;
+    float* dst = static_cast<float*>(p.out) + n * os[0] + oc * os[1] + oh * os[2] + q0;
+    const float* r = res ? res + n * rs[0] + oc * rs[1] + oh * rs[2] + q0 : nullptr;
+    const int32_t* s = S + o * s_ostride;
+    const int32_t* e = extra ? extra + o * s_ostride : nullptr;
+    const __m512 va = _mm512_set1_ps(alpha ? alpha[oc] : 0.f), vb = _mm512_set1_ps(bias ? bias[oc] : 0.f);
+    const __m512 vs = _mm512_set1_ps(bns ? bns[oc] : 0.f), vt = _mm512_set1_ps(bnt ? bnt[oc] : 0.f);
+    for (int q = 0; q < nq; q += 16) {
+      const __mmask16 m = lanes(nq - q);
+      __m512i dot = _mm512_sub_epi32(_mm512_maskz_loadu_epi32(m, k0 + q),
+                                     _mm512_slli_epi32(_mm512_maskz_loadu_epi32(m, s + q), 1));
+      if (e) dot = _mm512_sub_epi32(dot, _mm512_slli_epi32(_mm512_maskz_loadu_epi32(m, e + q), 1));
+      __m512 v = _mm512_cvtepi32_ps(dot);  // exact: |dot| < 2^24
+      if (alpha) v = mul_rn(v, va);
+      if (bias) v = add_rn(v, vb);
+      if (bns) {
+        v = mul_rn(v, vs);
+        if (bnt) v = add_rn(v, vt);
+      }
+      if (r) v = add_rn(v, _mm512_maskz_loadu_ps(m, r + q));
+      float* d = dst + q;
+      if (stream && m == 0xffff && (reinterpret_cast<uintptr_t>(d) & 63) == 0)
+        _mm512_stream_ps(d, v);
+      else
+        _mm512_mask_storeu_ps(d, m, v);
+    }
+  }
+  if (stream) _mm_sfence();
+  return true;
+}
+
 }  // namespace
 
 bool xnor_fused_epilogue_avx512(const XnorConvProblem& p, int64_t n, int64_t oh, int64_t o0, int no, int64_t q0,
@@ -61,9 +107,10 @@ bool xnor_fused_epilogue_avx512(const XnorConvProblem& p, int64_t n, int64_t oh,
   } else if (p.out_nhwc) {
     os[0] = p.Ho * p.Wo * p.Cout, os[1] = 1, os[2] = p.Wo * p.Cout, os[3] = p.Cout;
   } else {
-    return false;
+    os[0] = p.Cout * p.Ho * p.Wo, os[1] = p.Ho * p.Wo, os[2] = p.Wo, os[3] = 1;
   }
-  if (os[1] != 1 || (p.residual && p.res_strides[1] != 1)) return false;
+  if (os[1] != 1) return channel_major(p, os, n, oh, o0, no, q0, nq, S, s_ostride, k0, extra);
+  if (p.residual && p.res_strides[1] != 1) return false;
   if (p.out_packed && (o0 % 64 != 0 || (no % 64 != 0 && o0 + no != p.Cout))) return false;
   if (s_ostride * 16 > (int64_t(1) << 30)) return false;
   const float* alpha = static_cast<const float*>(p.alpha);

@@ -132,6 +132,8 @@ at::Tensor conv_packed_impl(const at::Tensor& xp, const at::Tensor& wp, const at
   p.out = out.data_ptr();
   p.out_type = elem_type_of(out_dtype, "output");
   p.out_nhwc = out_nhwc;
+  p.fused_isa = core::active_isa();
+  p.stream_out = stream_stores(span_bytes(out));
   // Output-channel blocks of up to 64 (a block's packed filters stay in L1/L2 while a row is swept);
   // smaller blocks when there are too few rows to keep every thread busy.
   const int64_t threads = at::get_num_threads();

@@ -55,8 +55,14 @@ void test_fused_conv(Isa isa) {
   struct Case {
     int64_t N, Cin, Cout, H, W;
   };
-  for (const Case& c : {Case{1, 70, 67, 5, 6}, Case{2, 64, 128, 4, 17}, Case{1, 3, 16, 3, 3}, Case{1, 130, 200, 2, 9}})
+  // Every output form the epilogues have: packed signs + residual (the HPM stage), plain values with
+  // bias, folded BN and pad_value = -1 borders (the xnor_conv2d / xnor_conv2d_packed forms), both layouts.
+  for (const Case& c : {Case{1, 70, 67, 5, 6}, Case{2, 64, 128, 4, 17}, Case{1, 3, 16, 3, 3}, Case{1, 130, 200, 2, 9},
+                        Case{1, 64, 48, 3, 37}})
+    for (int form = 0; form < 2; ++form)
     for (bool nhwc : {false, true}) {
+      const bool packed = form == 0;
+      const int pad_value = packed ? 0 : -1;
       const int64_t K = 3, Ho = c.H, Wo = c.W, CW = xnor_words(c.Cin), CWo = xnor_words(c.Cout);
       const int64_t Ct = c.Cout + 5, off = 2;  // out / residual: channels [2, 2 + Cout) of Ct
       std::vector<uint64_t> xp(c.N * c.H * c.W * CW), wp(c.Cout * K * K * CW);
@@ -69,7 +75,11 @@ void test_fused_conv(Isa isa) {
       for (size_t i = 0; i < wp.size(); ++i)
         if (i % CW == size_t(CW - 1)) wp[i] &= last;
       std::vector<float> alpha(c.Cout), ns(c.Cout), nt(c.Cout), out(c.N * Ct * Ho * Wo, 7.f), res(out.size());
+      std::vector<float> bias(c.Cout), bs(c.Cout), bt(c.Cout);
       for (auto& v : alpha) v = std::fabs(nd(rng));
+      for (auto& v : bias) v = nd(rng);
+      for (auto& v : bs) v = nd(rng);
+      for (auto& v : bt) v = nd(rng);
       for (auto& v : ns) v = nd(rng);
       for (auto& v : nt) v = nd(rng);
       for (auto& v : res) v = nd(rng);
@@ -79,13 +89,14 @@ void test_fused_conv(Isa isa) {
       p.x = xp.data(), p.w = wp.data();
       p.N = c.N, p.Cin = c.Cin, p.H = c.H, p.W = c.W, p.Cout = c.Cout, p.KH = K, p.KW = K;
       p.sh = p.sw = 1, p.ph = p.pw = 1, p.dh = p.dw = 1, p.Ho = Ho, p.Wo = Wo, p.CW = CW;
-      p.pad_value = 0, p.wpop = nullptr, p.alpha = alpha.data(), p.bias = nullptr;
-      p.bn_scale = nullptr, p.bn_shift = nullptr;
+      p.pad_value = pad_value, p.wpop = nullptr, p.alpha = alpha.data(), p.bias = packed ? nullptr : bias.data();
+      p.bn_scale = packed ? nullptr : bs.data(), p.bn_shift = packed ? nullptr : bt.data();
       p.out = out.data() + off * st[1], p.out_type = ElemType::F32, p.out_nhwc = false;
       p.out_strided = true;
       p.residual = res.data() + off * st[1];
       for (int i = 0; i < 4; ++i) p.out_strides[i] = p.res_strides[i] = st[i];
-      p.next_scale = ns.data(), p.next_shift = nt.data(), p.out_packed = op.data(), p.fused_isa = isa;
+      if (packed) p.next_scale = ns.data(), p.next_shift = nt.data(), p.out_packed = op.data();
+      p.fused_isa = isa;
       p.cout_block = 64;
       xnor_conv2d_forward(p, 0, xnor_conv_units(p), isa);
       for (int64_t n = 0; n < c.N; ++n)
@@ -97,20 +108,27 @@ void test_fused_conv(Isa isa) {
               for (int64_t i = 0; i < K; ++i)
                 for (int64_t j = 0; j < K; ++j) {
                   const int64_t ih = oh - 1 + i, iw = ow - 1 + j;
-                  if (ih < 0 || ih >= c.H || iw < 0 || iw >= c.W) continue;
+                  const bool inside = ih >= 0 && ih < c.H && iw >= 0 && iw < c.W;
+                  if (!inside && pad_value == 0) continue;
                   for (int64_t ci = 0; ci < c.Cin; ++ci) {
-                    const int xb = (xp[((n * c.H + ih) * c.W + iw) * CW + ci / 64] >> (ci % 64)) & 1;
+                    const int xb = inside ? (xp[((n * c.H + ih) * c.W + iw) * CW + ci / 64] >> (ci % 64)) & 1 : 0;
                     const int wb = (wp[((o * K + i) * K + j) * CW + ci / 64] >> (ci % 64)) & 1;
                     dot += xb == wb ? 1 : -1;
                   }
                 }
               volatile float v = static_cast<float>(dot) * alpha[o];
+              if (!packed) {
+                v = v + bias[o];
+                v = v * bs[o];
+                v = v + bt[o];
+              }
               if (bn_sign(v, ns[o], nt[o])) want[o / 64] |= uint64_t(1) << (o % 64);
               const int64_t idx = n * st[0] + (off + o) * st[1] + oh * st[2] + ow * st[3];
               const float ref = v + res[idx];
               FP_CHECK(out[idx] == ref);
             }
-            for (int64_t k = 0; k < CWo; ++k) FP_CHECK(op[((n * Ho + oh) * Wo + ow) * CWo + k] == want[k]);
+            if (packed)
+              for (int64_t k = 0; k < CWo; ++k) FP_CHECK(op[((n * Ho + oh) * Wo + ow) * CWo + k] == want[k]);
             for (int64_t o = 0; o < Ct; ++o)  // channels outside the slice untouched
               if (o < off || o >= off + c.Cout) FP_CHECK(out[n * st[0] + o * st[1] + oh * st[2] + ow * st[3]] == 7.f);
           }
