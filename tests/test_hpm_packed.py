@@ -161,6 +161,56 @@ def test_fused_in_place_residual():
     assert torch.equal(got, b)
 
 
+@pytest.mark.parametrize("threads", [1, 3])
+@pytest.mark.parametrize("pipeline", ["1", "0"], ids=["row_pipeline", "pack_first"])
+@pytest.mark.parametrize("variant", ["cl", "nchw", "stride2", "dilation2", "pad-1", "no_affine", "float64"])
+def test_fused_row_pipeline(threads, pipeline, variant, monkeypatch):
+    """A float input is binarized row by row inside the convolution (per-thread ring of rows; the default)
+    or packed whole first (FASTPOSE_ROW_PIPELINE=0): both bit-identical to the reference, at thread
+    counts that split the rows unevenly (halo rows packed by two threads), with an identity residual
+    (the block input itself, as in an HPM block)."""
+    monkeypatch.setenv("FASTPOSE_ROW_PIPELINE", pipeline)
+    kw = dict(cl={}, nchw=dict(layout="nchw"), stride2=dict(stride=2), dilation2=dict(dilation=2, padding=2),
+              **{"pad-1": dict(pad_value=-1), "no_affine": dict(affine=False), "float64": dict(dtype=torch.float64)})
+    args, buf, pshape = _case(_gen(7 + len(variant)), 2, 64, 64, 11, 9, **kw[variant])
+    if args["stride"] == 1:
+        args["residual"] = args["x"]  # Cin == Cout: the identity shortcut
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        _check(args, buf, pshape)
+    finally:
+        torch.set_num_threads(old)
+
+
+@pytest.mark.parametrize("where", ["same", "slice"])
+def test_fused_output_aliases_input(where):
+    """out overlapping x (in place, or a neighbouring channel slice of one buffer) packs x whole before
+    the first store (no row pipeline), so the result is that of the reference on x's old values."""
+    g = _gen(11)
+    C, H, W = 64, 48, 6  # enough rows for both threads' ranges to meet
+    big = torch.randn(1, 2 * C if where == "slice" else C, H, W, generator=g).contiguous(memory_format=torch.channels_last)
+    x = big[:, :C]
+    args, _, pshape = _case(g, 1, C, C, H, W, residual=False)
+    want_out = torch.empty_like(x)
+    want_packed = torch.empty(pshape, dtype=torch.int64)
+    a = dict(args, x=x.clone())
+    X.xnor_conv2d_fused_reference(a.pop("x"), a.pop("weight_packed"), a.pop("alpha"), a.pop("bias"),
+                                  a.pop("in_channels"), **a, out=want_out, out_packed=want_packed)
+    out = x if where == "same" else big[:, C:]
+    packed = torch.empty(pshape, dtype=torch.int64)
+    a = dict(args, x=x)
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        X.xnor_conv2d_fused(a.pop("x"), a.pop("weight_packed"), a.pop("alpha"), a.pop("bias"), a.pop("in_channels"),
+                            **a, out=out, out_packed=packed)
+    finally:
+        torch.set_num_threads(old)
+    assert torch.equal(out, want_out)
+    assert torch.equal(packed, want_packed)
+
+
 def test_fused_opcheck():
     args, buf, pshape = _case(_gen(5), 1, 70, 67, 5, 6)
     a = dict(args)

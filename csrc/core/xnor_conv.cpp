@@ -349,10 +349,16 @@ void xnor_conv2d_forward_ranges(const XnorConvProblem& p, RangeSource next, void
     xnor_weight_popcounts(p.w, p.Cout * KT, CW, wpop_own.data());
     wpop = wpop_own.data();
   }
-  // Without a prepared input: the KH rows of the current output row, slot i for tap row i.
-  std::vector<uint64_t> rows;
-  int64_t rows_of = -1;  // output row (n * Ho + oh) the slots hold
-  if (!p.xt) rows.resize(p.KH * RS);
+  // Without a prepared input: a ring of prepared rows, input row ih of image n in slot ih % R (the rows
+  // one output row reads span R, so they never share a slot), tagged with n * H + ih.
+  const int64_t R = (p.KH - 1) * p.dh + 1;
+  std::vector<uint64_t> rows, packed_row;
+  std::vector<int64_t> tags;
+  if (!p.xt) {
+    rows.resize(R * RS);
+    tags.assign(R, -1);
+    if (!p.x) packed_row.resize(p.W * CW);
+  }
 
   do {
   for (int64_t u = begin; u < end; ++u) {
@@ -370,18 +376,25 @@ void xnor_conv2d_forward_ranges(const XnorConvProblem& p, RangeSource next, void
       base = p.xt + n * p.H * RS;
     } else {
       base = rows.data();
-      if (rows_of != row) {
-        for (int k = 0; k < nvi; ++k) {
-          const int64_t ih = oh * p.sh - p.ph + vi[k] * p.dh;
-          prepare_row(p, p.x + (n * p.H + ih) * p.W * CW, rows.data() + vi[k] * RS);
+      for (int k = 0; k < nvi; ++k) {
+        const int64_t ih = oh * p.sh - p.ph + vi[k] * p.dh, r = n * p.H + ih;
+        if (tags[ih % R] == r) continue;
+        const uint64_t* src_row = p.x ? p.x + r * p.W * CW : packed_row.data();
+        if (!p.x) {
+          if (p.src_scale)
+            binarize_pack_affine_rows(*p.src, p.src_scale, p.src_shift, packed_row.data(), r, r + 1, p.src_isa);
+          else
+            pack_rows(*p.src, r, r + 1, packed_row.data(), p.src_isa);
         }
-        rows_of = row;
+        prepare_row(p, src_row, rows.data() + (ih % R) * RS);
+        tags[ih % R] = r;
       }
     }
     int nk = 0;
     for (int k = 0; k < nvi; ++k) {
       const int64_t i = vi[k];
-      const int64_t roff = (p.xt ? oh * p.sh - p.ph + i * p.dh : i) * RS;
+      const int64_t ih = oh * p.sh - p.ph + i * p.dh;
+      const int64_t roff = (p.xt ? ih : ih % R) * RS;
       for (int64_t j = 0; j < p.KW; ++j) {
         const int64_t jd = j * p.dw, ph = jd % p.sw, t0 = jd / p.sw;
         for (int64_t c = 0; c < CW; ++c) {

@@ -55,7 +55,7 @@ struct XnorConvProblem {
   bool out_nhwc;          // output (N, Ho, Wo, Cout) in memory, else (N, Cout, Ho, Wo)
   int64_t cout_block;     // output channels per work unit (see xnor_conv_units)
   // x re-laid out by xnor_conv_prepare_input (N * H rows of xnor_conv_xt_row_words), or nullptr: each
-  // work unit then prepares the rows it reads itself (correct, slower when rows are shared by units).
+  // thread then prepares the rows its units read itself, into a ring of the rows one output row reads.
   const uint64_t* xt = nullptr;
   // Fused epilogue (xnor_conv2d_fused; float32 / float64 output; off while all of these are unset).
   // With v the output value above (alpha, bias, bn applied):
@@ -80,6 +80,15 @@ struct XnorConvProblem {
   bool stream_out = false;
   // Fused epilogue: software prefetch of the residual ahead of its loads (AVX-512 path).
   bool prefetch_residual = true;
+  // Float input read lazily (x and xt unset): each work unit binarizes the input rows its taps read into
+  // a per-thread ring of prepared rows (through the folded BatchNorm src_scale / src_shift when set, as
+  // binarize_pack_affine; else binarize_pack), so every row is packed once per thread and range, just
+  // before the outputs next to it. A residual that is this input (an HPM block's identity shortcut) is
+  // then read back from the core's cache instead of memory. Same values as packing first.
+  const PackSource* src = nullptr;
+  const void* src_scale = nullptr;  // (Cin) in src's type (float32 / float64), or nullptr
+  const void* src_shift = nullptr;  // (Cin), with src_scale
+  Isa src_isa = Isa::Portable;
 };
 
 // The inner kernels' input layout ("prepared input"). Output pixels are the vector lanes: 8 consecutive
@@ -114,6 +123,9 @@ bool xnor_fused_epilogue_avx512(const XnorConvProblem& p, int64_t n, int64_t oh,
 // src's type (float32 or float64 only; scale / shift in that type), rows [begin, end) of N * H.
 void binarize_pack_affine(const PackSource& src, const void* scale, const void* shift, uint64_t* dst, int64_t begin,
                           int64_t end, Isa isa);
+// The same with row r at d0 + (r - begin) * W * CW (a buffer of end - begin rows).
+void binarize_pack_affine_rows(const PackSource& src, const void* scale, const void* shift, uint64_t* d0,
+                               int64_t begin, int64_t end, Isa isa);
 // AVX-512 float32 row with contiguous channels (sc == 1): W pixels -> W * CW words.
 void pack_row_affine_nhwc_f32_avx512(const float* src, int64_t C, int64_t W, int64_t sw, const float* scale,
                                      const float* shift, uint64_t* dst, int64_t CW);

@@ -137,10 +137,15 @@ void xnor_fused_epilogue(const XnorConvProblem& p, int64_t n, int64_t oh, int64_
 
 void binarize_pack_affine(const PackSource& s, const void* scale, const void* shift, uint64_t* dst, int64_t begin,
                           int64_t end, Isa isa) {
+  binarize_pack_affine_rows(s, scale, shift, dst + begin * s.W * xnor_words(s.C), begin, end, isa);
+}
+
+void binarize_pack_affine_rows(const PackSource& s, const void* scale, const void* shift, uint64_t* d0,
+                               int64_t begin, int64_t end, Isa isa) {
   const int64_t CW = xnor_words(s.C);
   for (int64_t r = begin; r < end; ++r) {
     const int64_t n = r / s.H, h = r % s.H;
-    uint64_t* d = dst + r * s.W * CW;
+    uint64_t* d = d0 + (r - begin) * s.W * CW;
     if (s.type == ElemType::F64) {
       pack_affine_row_generic<double>(s, static_cast<const double*>(scale), static_cast<const double*>(shift), n, h,
                                       d, CW);

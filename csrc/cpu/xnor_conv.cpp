@@ -281,7 +281,7 @@ void xnor_conv2d_fused_cpu(const at::Tensor& x, const at::Tensor& weight_packed,
   const at::ScalarType acc = out.scalar_type();
   const at::Tensor in_scale = opt_tensor(in_scale_o), in_shift = opt_tensor(in_shift_o);
   TORCH_CHECK_VALUE(in_scale.defined() == in_shift.defined(), op, ": in_scale and in_shift go together");
-  at::Tensor xp;
+  at::Tensor xp, in_scale_c, in_shift_c;
   int64_t N, H, W;
   if (x.scalar_type() == at::kLong) {
     TORCH_CHECK_VALUE(x.dim() == 4 && x.size(3) == CW, op, ": packed x must be (N, H, W, ", CW,
@@ -299,10 +299,15 @@ void xnor_conv2d_fused_cpu(const at::Tensor& x, const at::Tensor& weight_packed,
                        ": with in_scale, x must be float32 or float64, got ", x.scalar_type());
       check_vector(in_scale, in_channels, x.scalar_type(), "in_scale");
       check_vector(in_shift, in_channels, x.scalar_type(), "in_shift");
-      xp = pack_affine_impl(x, in_scale, in_shift);
-    } else {
-      xp = pack_impl(x, "x");
+      in_scale_c = in_scale.contiguous(), in_shift_c = in_shift.contiguous();
     }
+    // Binarized row by row inside the convolution (XnorConvProblem::src) unless an output aliases x:
+    // x must then be read whole before the first store. FASTPOSE_ROW_PIPELINE=0 packs first (A/B).
+    const char* e = std::getenv("FASTPOSE_ROW_PIPELINE");
+    const bool aliased = at::get_overlap_status(out, x) != at::MemOverlapStatus::No ||
+                         (out_packed_o.has_value() && at::get_overlap_status(*out_packed_o, x) != at::MemOverlapStatus::No);
+    const bool lazy = !(e != nullptr && std::strcmp(e, "0") == 0) && !aliased;
+    if (!lazy) xp = in_scale.defined() ? pack_affine_impl(x, in_scale, in_shift) : pack_impl(x, "x");
   }
   const Geometry g = geometry(N, in_channels, H, W, weight_packed.size(0), weight_packed.size(1),
                               weight_packed.size(2), stride, padding, dilation);
@@ -330,7 +335,7 @@ void xnor_conv2d_fused_cpu(const at::Tensor& x, const at::Tensor& weight_packed,
     TORCH_CHECK_VALUE(out_packed.sizes() == at::IntArrayRef({g.N, g.Ho, g.Wo, CWo}) && out_packed.is_contiguous(), op,
                       ": out_packed must be a contiguous (", g.N, ", ", g.Ho, ", ", g.Wo, ", ", CWo,
                       ") int64 tensor, got shape ", out_packed.sizes());
-    at::assert_no_overlap(out_packed, xp);
+    if (xp.defined()) at::assert_no_overlap(out_packed, xp);
   }
   if (out.numel() == 0) return;
   const at::Tensor alpha = per_channel(opt_tensor(alpha_o), g, acc, "alpha");
@@ -341,7 +346,18 @@ void xnor_conv2d_fused_cpu(const at::Tensor& x, const at::Tensor& weight_packed,
   std::vector<int32_t> wpop(g.Cout * g.KH * g.KW);
   core::xnor_weight_popcounts(wptr, g.Cout * g.KH * g.KW, CW, wpop.data());
   core::XnorConvProblem p;
-  p.x = reinterpret_cast<const uint64_t*>(xp.data_ptr<int64_t>());
+  core::PackSource src{};
+  if (xp.defined()) {
+    p.x = reinterpret_cast<const uint64_t*>(xp.data_ptr<int64_t>());
+  } else {
+    src = core::PackSource{x.data_ptr(), elem_type_of(x.scalar_type(), "x"), N, in_channels, H, W,
+                           x.stride(0), x.stride(1), x.stride(2), x.stride(3)};
+    p.x = nullptr;
+    p.src = &src;
+    p.src_scale = in_scale_c.defined() ? in_scale_c.data_ptr() : nullptr;
+    p.src_shift = in_shift_c.defined() ? in_shift_c.data_ptr() : nullptr;
+    p.src_isa = core::active_isa();
+  }
   p.w = wptr;
   p.N = g.N, p.Cin = g.Cin, p.H = g.H, p.W = g.W, p.Cout = g.Cout, p.KH = g.KH, p.KW = g.KW;
   p.sh = g.sh, p.sw = g.sw, p.ph = g.ph, p.pw = g.pw, p.dh = g.dh, p.dw = g.dw;
