@@ -110,9 +110,10 @@ void epilogue(const XnorConvProblem& p, int64_t n, int64_t oh, int64_t o0, int n
     xnor_fused_epilogue(p, n, oh, o0, no, q0, nq, S, s_ostride, k0, extra);
     return;
   }
-  // The loops below are compiled for baseline x86-64 (4 lanes); the AVX-512 form computes the same values.
-  if (p.fused_isa == Isa::Avx512 && no > 0 && nq > 0 &&
-      xnor_fused_epilogue_avx512(p, n, oh, o0, no, q0, nq, S, s_ostride, k0, extra))
+  // The loops below are compiled for baseline x86-64 (4 lanes); the SIMD forms compute the same values.
+  if (no > 0 && nq > 0 &&
+      ((p.fused_isa == Isa::Avx512 && xnor_fused_epilogue_avx512(p, n, oh, o0, no, q0, nq, S, s_ostride, k0, extra)) ||
+       (p.fused_isa == Isa::Avx2 && xnor_fused_epilogue_avx2(p, n, oh, o0, no, q0, nq, S, s_ostride, k0, extra))))
     return;
   if (!p.out_nhwc && !extra && !bns && p.out_type == (sizeof(A) == 8 ? ElemType::F64 : ElemType::F32)) {
     // The common case, in loops that vectorise; the multiply and the add still round separately.

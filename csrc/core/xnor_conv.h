@@ -74,8 +74,8 @@ struct XnorConvProblem {
   // (N, Ho, Wo, xnor_words(Cout)). Each epilogue call stores whole words: output-channel blocks must
   // start at multiples of 64 and cover 64 channels (or run to Cout), so blocks never share a word.
   uint64_t* out_packed = nullptr;
-  Isa fused_isa = Isa::Portable;  // ISA of the epilogue (float32 output: AVX-512 form; else portable)
-  // AVX-512 epilogue: full aligned 64-byte vectors of out written with non-temporal stores (large
+  Isa fused_isa = Isa::Portable;  // ISA of the epilogue (float32 output: AVX-512 / AVX2 forms; else portable)
+  // SIMD epilogues: full aligned vectors of out written with non-temporal stores (large
   // outputs, see cpu/hugepages.h); the epilogue fences them before it returns. Same values.
   bool stream_out = false;
   // Fused epilogue: software prefetch of the residual ahead of its loads (AVX-512 path).
@@ -119,6 +119,11 @@ void xnor_fused_epilogue(const XnorConvProblem& p, int64_t n, int64_t oh, int64_
 bool xnor_fused_epilogue_avx512(const XnorConvProblem& p, int64_t n, int64_t oh, int64_t o0, int no, int64_t q0,
                                 int nq, const int32_t* S, int64_t s_ostride, const int32_t* k0, const int32_t* extra);
 
+// AVX2 form, same conditions as the AVX-512 one (pad_value = -1 border popcounts included); false if it does
+// not apply.
+bool xnor_fused_epilogue_avx2(const XnorConvProblem& p, int64_t n, int64_t oh, int64_t o0, int no, int64_t q0, int nq,
+                              const int32_t* S, int64_t s_ostride, const int32_t* k0, const int32_t* extra);
+
 // binarize_pack of a folded BatchNorm of src: bit = ((x * scale[c]) + shift[c]) >= 0, two roundings in
 // src's type (float32 or float64 only; scale / shift in that type), rows [begin, end) of N * H.
 void binarize_pack_affine(const PackSource& src, const void* scale, const void* shift, uint64_t* dst, int64_t begin,
@@ -129,6 +134,8 @@ void binarize_pack_affine_rows(const PackSource& src, const void* scale, const v
 // AVX-512 float32 row with contiguous channels (sc == 1): W pixels -> W * CW words.
 void pack_row_affine_nhwc_f32_avx512(const float* src, int64_t C, int64_t W, int64_t sw, const float* scale,
                                      const float* shift, uint64_t* dst, int64_t CW);
+void pack_row_affine_nhwc_f32_avx2(const float* src, int64_t C, int64_t W, int64_t sw, const float* scale,
+                                   const float* shift, uint64_t* dst, int64_t CW);
 
 // Work units: (n, oh, block of cout_block output channels).
 int64_t xnor_conv_units(const XnorConvProblem& p);

@@ -129,6 +129,7 @@ void xnor_fused_epilogue(const XnorConvProblem& p, int64_t n, int64_t oh, int64_
   if (no <= 0 || nq <= 0) return;
   if (p.fused_isa == Isa::Avx512 && xnor_fused_epilogue_avx512(p, n, oh, o0, no, q0, nq, S, s_ostride, k0, extra))
     return;
+  if (p.fused_isa == Isa::Avx2 && xnor_fused_epilogue_avx2(p, n, oh, o0, no, q0, nq, S, s_ostride, k0, extra)) return;
   if (p.out_type == ElemType::F64)
     fused_portable<double>(p, n, oh, o0, no, q0, nq, S, s_ostride, k0, extra);
   else
@@ -156,6 +157,11 @@ void binarize_pack_affine_rows(const PackSource& s, const void* scale, const voi
     if (isa == Isa::Avx512 && s.sc == 1) {
       pack_row_affine_nhwc_f32_avx512(static_cast<const float*>(s.data) + n * s.sn + h * s.sh, s.C, s.W, s.sw, sc,
                                       sh, d, CW);
+      continue;
+    }
+    if (isa == Isa::Avx2 && s.sc == 1) {
+      pack_row_affine_nhwc_f32_avx2(static_cast<const float*>(s.data) + n * s.sn + h * s.sh, s.C, s.W, s.sw, sc, sh,
+                                    d, CW);
       continue;
     }
     pack_affine_row_generic<float>(s, sc, sh, n, h, d, CW);
