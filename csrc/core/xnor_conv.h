@@ -91,6 +91,17 @@ struct XnorConvProblem {
   Isa src_isa = Isa::Portable;
 };
 
+// out's element strides (n, o, oh, ow): out_strides when out_strided, else dense NHWC or NCHW.
+inline void out_strides_of(const XnorConvProblem& p, int64_t s[4]) {
+  if (p.out_strided) {
+    for (int i = 0; i < 4; ++i) s[i] = p.out_strides[i];
+  } else if (p.out_nhwc) {
+    s[0] = p.Ho * p.Wo * p.Cout, s[1] = 1, s[2] = p.Wo * p.Cout, s[3] = p.Cout;
+  } else {
+    s[0] = p.Cout * p.Ho * p.Wo, s[1] = p.Ho * p.Wo, s[2] = p.Wo, s[3] = 1;
+  }
+}
+
 // The inner kernels' input layout ("prepared input"). Output pixels are the vector lanes: 8 consecutive
 // output columns of one row are 8 consecutive words, for every (tap, channel word), so a 512-bit vector
 // is always full whatever Cin is (K = taps x CW is only the loop length; no K padding exists).

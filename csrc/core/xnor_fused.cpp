@@ -11,16 +11,6 @@ namespace fastpose {
 namespace core {
 namespace {
 
-void out_strides_of(const XnorConvProblem& p, int64_t s[4]) {
-  if (p.out_strided) {
-    for (int i = 0; i < 4; ++i) s[i] = p.out_strides[i];
-  } else if (p.out_nhwc) {
-    s[0] = p.Ho * p.Wo * p.Cout, s[1] = 1, s[2] = p.Wo * p.Cout, s[3] = p.Cout;
-  } else {
-    s[0] = p.Cout * p.Ho * p.Wo, s[1] = p.Ho * p.Wo, s[2] = p.Wo, s[3] = 1;
-  }
-}
-
 template <class A>
 void fused_portable(const XnorConvProblem& p, int64_t n, int64_t oh, int64_t o0, int no, int64_t q0, int nq,
                     const int32_t* S, int64_t s_ostride, const int32_t* k0, const int32_t* extra) {

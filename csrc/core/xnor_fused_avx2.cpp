@@ -92,13 +92,7 @@ bool xnor_fused_epilogue_avx2(const XnorConvProblem& p, int64_t n, int64_t oh, i
                               const int32_t* S, int64_t s_ostride, const int32_t* k0, const int32_t* extra) {
   if (p.out_type != ElemType::F32) return false;
   int64_t os[4];
-  if (p.out_strided) {
-    for (int i = 0; i < 4; ++i) os[i] = p.out_strides[i];
-  } else if (p.out_nhwc) {
-    os[0] = p.Ho * p.Wo * p.Cout, os[1] = 1, os[2] = p.Wo * p.Cout, os[3] = p.Cout;
-  } else {
-    os[0] = p.Cout * p.Ho * p.Wo, os[1] = p.Ho * p.Wo, os[2] = p.Wo, os[3] = 1;
-  }
+  out_strides_of(p, os);
   if (os[1] != 1) return channel_major(p, os, n, oh, o0, no, q0, nq, S, s_ostride, k0, extra);
   const int64_t* rs = p.res_strides;
   if (p.residual && rs[1] != 1) return false;
