@@ -54,10 +54,13 @@ PYBIND11_MODULE(_C, m) {
         pybind11::arg("min_block_bytes"));
   m.def("caching_allocator_disable", &fastpose::caching_allocator_disable);
   m.def("caching_allocator_empty_cache", &fastpose::caching_allocator_empty_cache);
+  m.def("caching_allocator_scope_enter", &fastpose::caching_allocator_scope_enter);
+  m.def("caching_allocator_scope_exit", &fastpose::caching_allocator_scope_exit);
   m.def("caching_allocator_stats", [] {
     const auto s = fastpose::caching_allocator_stats();
     pybind11::dict d;
     d["enabled"] = s.enabled;
+    d["installed"] = s.installed;
     d["in_use_bytes"] = s.in_use_bytes;
     d["peak_in_use_bytes"] = s.peak_in_use_bytes;
     d["cached_bytes"] = s.cached_bytes;

@@ -1,7 +1,8 @@
 """The opt-in caching CPU allocator (fastpose.enable_cpu_caching_allocator).
 
-It replaces c10's CPU allocator for the whole process, so every case runs in a subprocess of its own:
-the rest of the suite never sees it.
+It replaces c10's CPU allocator for the whole process and its counters are process-wide, so every case
+runs in a subprocess of its own. (The in-process packed HPM tests install it through their inference
+scopes, which cache only inside the scope.)
 """
 import os
 import subprocess
@@ -161,4 +162,122 @@ def test_env_var_and_bad_arguments():
         with pytest.raises(exc, match=msg):
             fastpose.enable_cpu_caching_allocator(*bad)
     assert not stats()["enabled"]
+    """)
+
+
+def test_inference_scope_caches_only_inside():
+    _run("""
+    from fastpose import inference_scope
+    assert not stats()["installed"]
+    for _ in range(5):                                 # outside a scope: not this allocator's
+        x = torch.empty(4 * MB, dtype=torch.uint8); del x
+    assert stats()["misses"] == 0 and not stats()["installed"]
+    for _ in range(5):
+        with inference_scope():
+            x = torch.empty(4 * MB, dtype=torch.uint8)
+            x.fill_(3)
+            assert int(x[-1]) == 3
+            del x
+    s = stats()
+    assert s["installed"] and not s["enabled"], s
+    assert s["misses"] == 1 and s["hits"] == 4 and s["cached_bytes"] == 4 * MB, s
+    for _ in range(3):                                 # installed, but outside a scope: still not cached
+        y = torch.empty(4 * MB, dtype=torch.uint8); del y
+    assert stats()["misses"] == 1 and stats()["hits"] == 4
+    with inference_scope():                            # a block made inside outlives the scope
+        with inference_scope(torch.device("cpu")):     # nesting
+            keep = torch.arange(1 * MB, dtype=torch.float32)
+        z = torch.empty(2 * MB, dtype=torch.uint8); del z   # still inside the outer scope
+    assert stats()["in_use_bytes"] >= 4 * MB
+    keep.mul_(2)
+    assert float(keep[-1]) == 2 * (MB - 1)
+    del keep
+    s = stats()
+    assert s["in_use_bytes"] == 0 and s["cached_bytes"] == 6 * MB, s
+    with inference_scope("meta"):                      # not a CPU scope: nothing cached
+        w = torch.empty(8 * MB, dtype=torch.uint8); del w
+    assert stats()["cached_bytes"] == 6 * MB
+    fastpose.disable_cpu_caching_allocator()           # uninstalls and frees the cache
+    s = stats()
+    assert not s["installed"] and s["cached_bytes"] == 0, s
+    with inference_scope():                            # a later scope installs it again
+        v = torch.empty(4 * MB, dtype=torch.uint8); del v
+    assert stats()["installed"] and stats()["cached_bytes"] == 4 * MB
+    fastpose.empty_cpu_cache()
+    assert stats()["cached_bytes"] == 0 and stats()["installed"]
+    """)
+
+
+def test_inference_scope_threads():
+    _run("""
+    import threading
+    from fastpose import inference_scope
+    errs = []
+    def work(k, scoped):
+        try:
+            for i in range(100):
+                if scoped:
+                    with inference_scope():
+                        t = torch.full(((i % 4 + 1) * 100_000,), float(k))
+                else:
+                    t = torch.full(((i % 4 + 1) * 100_000,), float(k))
+                assert float(t.sum()) == float(k) * t.numel()
+                del t
+        except Exception as e:  # noqa: BLE001
+            errs.append(e)
+    ts = [threading.Thread(target=work, args=(k, k % 2 == 0)) for k in range(4)]
+    [t.start() for t in ts]; [t.join() for t in ts]
+    assert not errs, errs
+    s = stats()
+    assert s["in_use_bytes"] == 0 and s["hits"] > 0, s
+    assert s["hits"] + s["misses"] == 200, s          # only the two scoped threads' blocks
+    """)
+
+
+def test_inference_cache_switch_and_env():
+    _run("""
+    from fastpose import inference_scope, set_inference_cache
+    import pytest
+    set_inference_cache(False)
+    with inference_scope():
+        x = torch.empty(4 * MB, dtype=torch.uint8); del x
+    assert not stats()["installed"] and stats()["misses"] == 0
+    set_inference_cache(True)
+    with inference_scope():
+        x = torch.empty(4 * MB, dtype=torch.uint8); del x
+    assert stats()["installed"] and stats()["misses"] == 1
+    with pytest.raises(TypeError, match="enabled must be a bool"):
+        set_inference_cache(1)
+    """)
+    _run("""
+    from fastpose import inference_scope
+    with inference_scope():
+        x = torch.empty(4 * MB, dtype=torch.uint8); del x
+    assert not stats()["installed"] and stats()["misses"] == 0
+    """, env={"FASTPOSE_INFERENCE_CACHE": "0"})
+    p = _run("import fastpose", env={"FASTPOSE_INFERENCE_CACHE": "on"}, expect_ok=False)
+    assert p.returncode != 0 and "FASTPOSE_INFERENCE_CACHE must be 0 or 1" in p.stderr
+
+
+def test_packed_hpm_forward_reuses_its_blocks():
+    # The packed binary HPM forward runs in an inference scope: after the first forward every
+    # activation block is a hit, and the results do not depend on the cache.
+    _run("""
+    import fastpose.nn as fnn
+    from fastpose import models, set_inference_cache
+    torch.manual_seed(0)
+    m = fnn.pack(models.create("binary_hpm_hourglass", stacks=1, num_joints=4).eval())
+    x = torch.randn(1, 3, 128, 128)
+    with torch.no_grad():
+        set_inference_cache(False)
+        ref = m(x)[-1].clone()
+        assert stats()["misses"] == 0
+        set_inference_cache(True)
+        first = m(x)[-1].clone()
+        s1 = stats()
+        again = m(x)[-1].clone()
+        s2 = stats()
+    assert torch.equal(ref, first) and torch.equal(ref, again)
+    assert s1["misses"] > 0 and not s1["enabled"], s1
+    assert s2["misses"] == s1["misses"] and s2["hits"] > s1["hits"], (s1, s2)
     """)

@@ -13,6 +13,12 @@
 // advised as huge pages by the rule all fastpose outputs share (cpu/hugepages.h: 8 MiB and more,
 // FASTPOSE_HUGEPAGES=0 turns it off); smaller blocks are 64 B aligned like c10's. A freed block is cached while the cache holds
 // less than max_cached bytes, otherwise returned to the system.
+//
+// Inference scopes (fastpose.cpu_allocator.inference_scope, taken by the packed binary HPM forward):
+// without the process-wide opt-in, the allocator is installed but caches only blocks allocated by a
+// thread inside a scope; everything else goes straight to the previous allocator. That is the arena
+// an inference runtime keeps for its activations (onnxruntime's CPU arena is on by default), scoped
+// to fastpose's own inference path.
 #include <torch/extension.h>
 
 #include <c10/core/Allocator.h>
@@ -40,6 +46,9 @@ namespace {
 
 constexpr size_t kHuge = size_t(1) << 21;
 
+// Inference scopes this thread is inside (scope_enter / scope_exit nest).
+thread_local int tls_scope_depth = 0;
+
 size_t size_class(size_t n) {
   size_t top = size_t(1) << (63 - __builtin_clzll(static_cast<unsigned long long>(n)));
   size_t g = std::max<size_t>(top / 8, 4096);
@@ -51,7 +60,8 @@ class CachingCpuAllocator final : public c10::Allocator {
   c10::DataPtr allocate(size_t n) override {
     // Read without the lock (every allocation passes here): enable() publishes them atomically.
     c10::Allocator* fb = fallback_.load(std::memory_order_acquire);
-    if (n < min_block_.load(std::memory_order_relaxed) || fb == nullptr) {
+    if (n < min_block_.load(std::memory_order_relaxed) || fb == nullptr ||
+        !(global_.load(std::memory_order_relaxed) || tls_scope_depth > 0)) {
       if (fb == nullptr) fb = c10::GetDefaultCPUAllocator();
       return fb->allocate(n);
     }
@@ -102,32 +112,43 @@ class CachingCpuAllocator final : public c10::Allocator {
     return *a;
   }
 
-  // Installs this allocator as c10's CPU allocator (or changes its limits when installed).
+  // Process-wide caching: installs this allocator as c10's CPU allocator (or changes its limits).
   void enable(size_t max_cached, size_t min_block) {
     std::lock_guard<std::mutex> g(mu_);
     max_cached_ = max_cached;
     min_block_.store(std::max<size_t>(min_block, 1), std::memory_order_relaxed);
-    if (!enabled_) {
-      c10::Allocator* cur = c10::GetCPUAllocator();
-      if (cur != this) fallback_.store(cur, std::memory_order_release);
-      c10::SetCPUAllocator(this, kPriority);
-      TORCH_CHECK(c10::GetCPUAllocator() == this,
-                  "enable_cpu_caching_allocator: another CPU allocator with a higher priority is installed");
-      enabled_ = true;
-    }
+    install_locked(true);
+    global_.store(true, std::memory_order_relaxed);
     trim_locked(max_cached_);
   }
 
   // Restores the allocator that was installed before. Blocks handed out stay valid: they come back
-  // here when freed and are then returned to the system.
+  // here when freed and are then returned to the system. A later inference scope installs it again.
   void disable() {
     std::lock_guard<std::mutex> g(mu_);
-    if (enabled_) {
+    global_.store(false, std::memory_order_relaxed);
+    if (installed_) {
       c10::Allocator* fb = fallback_.load(std::memory_order_acquire);
       c10::SetCPUAllocator(fb ? fb : c10::GetDefaultCPUAllocator(), kPriority);
-      enabled_ = false;
+      installed_ = false;
     }
+    blocked_ = false;
+    installed_flag_.store(false, std::memory_order_release);
     trim_locked(0);
+  }
+
+  // Inference scopes: the first one installs the allocator (limits as last set, by default 2 GiB
+  // cached and 256 KiB blocks). Where another allocator with a higher priority is installed, scopes
+  // do nothing.
+  void scope_enter() {
+    if (!installed_flag_.load(std::memory_order_acquire)) {
+      std::lock_guard<std::mutex> g(mu_);
+      install_locked(false);
+    }
+    ++tls_scope_depth;
+  }
+  static void scope_exit() {
+    if (tls_scope_depth > 0) --tls_scope_depth;
   }
 
   void empty_cache() {
@@ -138,7 +159,8 @@ class CachingCpuAllocator final : public c10::Allocator {
   CachingAllocatorStats stats() {
     std::lock_guard<std::mutex> g(mu_);
     CachingAllocatorStats s;
-    s.enabled = enabled_;
+    s.enabled = global_.load(std::memory_order_relaxed);
+    s.installed = installed_;
     s.in_use_bytes = in_use_;
     s.peak_in_use_bytes = peak_in_use_;
     s.cached_bytes = cached_;
@@ -151,6 +173,20 @@ class CachingCpuAllocator final : public c10::Allocator {
 
  private:
   static constexpr uint8_t kPriority = 1;  // above c10's default registration (0)
+
+  // strict (enable()): a higher-priority allocator is an error; for scopes it only means no caching
+  // (and no further attempts until enable() or disable()).
+  void install_locked(bool strict) {
+    if (installed_ || (blocked_ && !strict)) return;
+    c10::Allocator* cur = c10::GetCPUAllocator();
+    if (cur != this) fallback_.store(cur, std::memory_order_release);
+    c10::SetCPUAllocator(this, kPriority);  // a no-op under a higher priority
+    blocked_ = c10::GetCPUAllocator() != this;
+    installed_ = !blocked_;
+    installed_flag_.store(true, std::memory_order_release);
+    TORCH_CHECK(!(strict && blocked_),
+                "enable_cpu_caching_allocator: another CPU allocator with a higher priority is installed");
+  }
 
   void* fresh(size_t cls) {
     const size_t align = cls >= 2 * kHuge ? kHuge : 64;
@@ -179,7 +215,7 @@ class CachingCpuAllocator final : public c10::Allocator {
         in_use_ -= cls;
         // The profiler's record goes before the block can be handed out again by another thread.
         c10::profiledCPUMemoryReporter().Delete(p);
-        if (enabled_ && cached_ + cls <= max_cached_) {
+        if (installed_ && cached_ + cls <= max_cached_) {
           free_[cls].push_back(p);
           cached_ += cls;
           keep = true;
@@ -215,10 +251,13 @@ class CachingCpuAllocator final : public c10::Allocator {
   }
 
   std::mutex mu_;
-  bool enabled_ = false;
+  bool installed_ = false;  // c10's CPU allocator is this one
+  bool blocked_ = false;    // a higher-priority allocator refused the installation
+  std::atomic<bool> installed_flag_{false};  // installed_ or blocked_, read without the lock by scope_enter
+  std::atomic<bool> global_{false};          // enable(): every thread's blocks are cached
   std::atomic<c10::Allocator*> fallback_{nullptr};
   std::atomic<size_t> min_block_{size_t(1) << 18};
-  size_t max_cached_ = 0;
+  size_t max_cached_ = size_t(2) << 30;
   size_t in_use_ = 0, peak_in_use_ = 0, cached_ = 0;
   int64_t hits_ = 0, misses_ = 0;
   std::unordered_map<size_t, std::vector<void*>> free_;
@@ -240,5 +279,9 @@ void caching_allocator_disable() { CachingCpuAllocator::instance().disable(); }
 void caching_allocator_empty_cache() { CachingCpuAllocator::instance().empty_cache(); }
 
 CachingAllocatorStats caching_allocator_stats() { return CachingCpuAllocator::instance().stats(); }
+
+void caching_allocator_scope_enter() { CachingCpuAllocator::instance().scope_enter(); }
+
+void caching_allocator_scope_exit() { CachingCpuAllocator::scope_exit(); }
 
 }  // namespace fastpose

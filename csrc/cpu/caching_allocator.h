@@ -7,7 +7,8 @@
 namespace fastpose {
 
 struct CachingAllocatorStats {
-  bool enabled = false;
+  bool enabled = false;           // process-wide caching (enable_cpu_caching_allocator)
+  bool installed = false;         // c10's CPU allocator is this one (enabled, or an inference scope ran)
   size_t in_use_bytes = 0;       // blocks of this allocator currently held by tensors
   size_t peak_in_use_bytes = 0;
   size_t cached_bytes = 0;       // freed blocks kept for reuse
@@ -21,5 +22,9 @@ void caching_allocator_enable(int64_t max_cached_bytes, int64_t min_block_bytes)
 void caching_allocator_disable();
 void caching_allocator_empty_cache();
 CachingAllocatorStats caching_allocator_stats();
+// Inference scopes (per thread, nesting): blocks the thread allocates inside one are cached even
+// without enable; the first scope installs the allocator.
+void caching_allocator_scope_enter();
+void caching_allocator_scope_exit();
 
 }  // namespace fastpose

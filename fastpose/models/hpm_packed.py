@@ -30,6 +30,7 @@ differently, so it matches this path only to float rounding (and the sign flips 
 import torch
 import torch.nn.functional as F
 
+from ..cpu_allocator import inference_scope
 from ..nn.binary import PackedXNORConv2d, XNORConv2d, _conv_padding
 from ..ops import xnor_conv as _x
 
@@ -175,7 +176,13 @@ def _torch_block(blk, convs, x, res, out):
 
 
 def hpm_block(blk, x):
-    """HPMBlock (binary) forward on the inference path; the output has x's memory format."""
+    """HPMBlock (binary) forward on the inference path; the output has x's memory format. Runs in an
+    ``inference_scope`` (fastpose.cpu_allocator): its activations reuse cached blocks."""
+    with inference_scope(x.device):
+        return _hpm_block(blk, x)
+
+
+def _hpm_block(blk, x):
     convs = list(blk.convs)
     N, cin, H, W = x.shape
     if cin != convs[0].in_channels:
@@ -216,7 +223,13 @@ def hpm_block(blk, x):
 
 def stacked_forward(model, x):
     """HPMStackedHourglass (binary) forward on the inference path: channels_last from the first conv on;
-    the heatmaps come back in x's memory format."""
+    the heatmaps come back in x's memory format. Runs in an ``inference_scope`` (fastpose.cpu_allocator):
+    the activations of one forward are the next one's blocks, no fresh pages."""
+    with inference_scope(x.device):
+        return _stacked_forward(model, x)
+
+
+def _stacked_forward(model, x):
     fmt = _CL if x.dim() == 4 and x.is_contiguous(memory_format=_CL) and not x.is_contiguous() \
         else torch.contiguous_format
     x = x.contiguous(memory_format=_CL)
