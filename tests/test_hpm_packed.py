@@ -377,6 +377,18 @@ def test_model_cache_follows_parameters():
         m.stem[0].bns[1].running_var.mul_(2)
         m.stem[0].convs[0].weight.neg_()
         assert torch.equal(m(x)[0], _ref_model(m, x)[0])
+        # Replaced parameters, buffers and submodules (the per-block plans check identity, not only versions).
+        blk = m.hgs[0].up1
+        blk.bns[2].weight = torch.nn.Parameter(torch.rand_like(blk.bns[2].weight) + 0.5)
+        blk.bns[0].running_mean = torch.randn_like(blk.bns[0].running_mean)
+        new_conv = fnn.XNORConv2d(blk.convs[1].in_channels, blk.convs[1].out_channels, 3, padding=1, bias=False)
+        blk.convs[1] = new_conv
+        m.stem[1].convs = torch.nn.ModuleList(
+            [fnn.XNORConv2d(c.in_channels, c.out_channels, 3, padding=1, bias=False) for c in m.stem[1].convs])
+        assert torch.equal(m(x)[0], _ref_model(m, x)[0])
+        m.double()
+        xd = x.double()
+        assert torch.equal(m(xd)[0], _ref_model(m, xd)[0])
 
 
 def test_model_grad_enabled_eval_keeps_autograd_path():

@@ -27,6 +27,8 @@ to it, packed or unpacked, NCHW or channels_last input. The training-mode forwar
 autograd on, ONNX export, tracing, torch.compile) keeps PyTorch's batch_norm and conv2d, which round
 differently, so it matches this path only to float rounding (and the sign flips that rounding causes).
 """
+import operator
+
 import torch
 import torch.nn.functional as F
 
@@ -182,42 +184,109 @@ def hpm_block(blk, x):
         return _hpm_block(blk, x)
 
 
+_VERSION = operator.attrgetter("_version")
+
+
+class _BlockPlan:
+    """What ``_hpm_block`` derives from a block's modules (folded BatchNorms, packed filters and the call
+    arguments of each convolution, the shortcut's weights), built once and reused while it is valid: the
+    block holds the same submodules, they hold the same parameters and buffers, and none of those tensors
+    changed in place or moved (``_version``, ``data_ptr``). The per-call checks are dictionary lookups, not
+    module attribute access (a block's forward was ~40 us of Python, most of it re-deriving these)."""
+
+    __slots__ = ("dicts", "keys", "objs", "ids", "tensors", "versions", "ptrs", "aff", "calls", "cout", "shortcut")
+
+    def __init__(self, blk):
+        convs = list(blk.convs)
+        checks = []  # (dict, key, object held there)
+        for name in ("bns", "convs", "shortcut"):
+            sub = blk._modules.get(name)
+            checks.append((blk._modules, name, sub))
+            for key, m in (sub._modules.items() if sub is not None else ()):
+                checks.append((sub._modules, key, m))
+                for d in (m._parameters, m._buffers):
+                    checks.extend((d, pn, t) for pn, t in d.items())
+        self.dicts, self.keys, self.objs = [c[0] for c in checks], [c[1] for c in checks], [c[2] for c in checks]
+        self.ids = list(map(id, self.objs))  # the plan holds objs, so no other object can take their ids
+        self.tensors = [t for t in self.objs if isinstance(t, torch.Tensor)]
+        self.versions = list(map(_VERSION, self.tensors))
+        self.ptrs = list(map(torch.Tensor.data_ptr, self.tensors))
+        self.aff = [bn_affine(b) for b in blk.bns]
+        self.calls = []
+        for k, conv in enumerate(convs):
+            wp, alpha, bias, padding = _binary_weights(conv)
+            self.calls.append((wp, alpha, bias, conv.in_channels, list(conv.stride), padding, list(conv.dilation),
+                               conv.pad_value, conv.out_channels, _x.packed_words(conv.out_channels)))
+        self.cout = sum(c.out_channels for c in convs)
+        self.shortcut = None
+        if blk.shortcut is not None:
+            bn, _, conv = blk.shortcut
+            self.shortcut = bn_affine(bn), conv
+
+    def valid(self):
+        # C-level loops (map over the lists): ~3 us for a block's ~50 entries.
+        return (list(map(id, map(dict.get, self.dicts, self.keys))) == self.ids
+                and list(map(_VERSION, self.tensors)) == self.versions
+                and list(map(torch.Tensor.data_ptr, self.tensors)) == self.ptrs)
+
+
+def _block_plan(blk):
+    plan = blk.__dict__.get("_fastpose_block_plan")
+    if plan is None or not plan.valid():
+        plan = _BlockPlan(blk)
+        blk.__dict__["_fastpose_block_plan"] = plan
+    return plan
+
+
 def _hpm_block(blk, x):
-    convs = list(blk.convs)
+    convs0 = blk.convs[0]
     N, cin, H, W = x.shape
-    if cin != convs[0].in_channels:
-        raise ValueError(f"HPMBlock: x must have {convs[0].in_channels} channels, got shape {tuple(x.shape)}")
-    cl = x.dim() == 4 and x.is_contiguous(memory_format=_CL)
-    if blk.shortcut is None:
-        res = x
-    else:
-        bn, _, conv = blk.shortcut
-        s, t = bn_affine(bn)
-        u = (x * s.view(1, -1, 1, 1)).add_(t.view(1, -1, 1, 1)).relu_()
-        res = real_conv(conv, u.contiguous(memory_format=_CL) if cl else u)
-    cout = sum(c.out_channels for c in convs)
-    out = torch.empty((N, cout, H, W), dtype=x.dtype, device=x.device,
-                      memory_format=_CL if cl else torch.contiguous_format)
-    if convs[0].use_reference:
-        _torch_block(blk, convs, x, res, out)
-        return out
+    if cin != convs0.in_channels:
+        raise ValueError(f"HPMBlock: x must have {convs0.in_channels} channels, got shape {tuple(x.shape)}")
+    if convs0.use_reference:
+        return _torch_block_forward(blk, x)
+    plan = _block_plan(blk)
+    res = x if plan.shortcut is None else _projection(*plan.shortcut, x)
+    out = _block_out(x, plan.cout)
     if x.device.type == "cpu":
         fused = _fused_op  # arguments built here: skip the Python-side checks (~150 calls per image)
     else:
         fused = _x.xnor_conv2d_fused
-    aff = [bn_affine(b) for b in blk.bns]
+    aff = plan.aff
+    last = len(plan.calls) - 1
     inp, c0 = x, 0
-    for k, conv in enumerate(convs):
-        wp, alpha, bias, padding = _binary_weights(conv)
-        c1 = c0 + conv.out_channels
-        last = k == len(convs) - 1
-        nxt = None if last else torch.empty((N, H, W, _x.packed_words(conv.out_channels)), dtype=torch.int64,
-                                            device=x.device)
+    for k, (wp, alpha, bias, cin_k, stride, padding, dilation, pad_value, cout_k, words) in enumerate(plan.calls):
+        c1 = c0 + cout_k
+        nxt = None if k == last else torch.empty((N, H, W, words), dtype=torch.int64, device=x.device)
         s_in, t_in = aff[0] if k == 0 else (None, None)
-        s_nx, t_nx = (None, None) if last else aff[k + 1]
-        fused(inp, wp, alpha, bias, conv.in_channels, list(conv.stride), padding, list(conv.dilation), conv.pad_value,
-              s_in, t_in, res[:, c0:c1], s_nx, t_nx, out=out[:, c0:c1], out_packed=nxt)
+        s_nx, t_nx = (None, None) if k == last else aff[k + 1]
+        fused(inp, wp, alpha, bias, cin_k, stride, padding, dilation, pad_value, s_in, t_in, res[:, c0:c1],
+              s_nx, t_nx, out=out[:, c0:c1], out_packed=nxt)
         inp, c0 = nxt, c1
+    return out
+
+
+def _projection(affine, conv, x):
+    # The projected shortcut: conv1x1(relu(bn(x))), the BN as its folded affine map.
+    s, t = affine
+    u = (x * s.view(1, -1, 1, 1)).add_(t.view(1, -1, 1, 1)).relu_()
+    return real_conv(conv, u.contiguous(memory_format=_CL) if x.is_contiguous(memory_format=_CL) else u)
+
+
+def _block_out(x, cout):
+    # The block output (concatenation of the three convolutions), in x's memory format.
+    N, _, H, W = x.shape
+    cl = x.dim() == 4 and x.is_contiguous(memory_format=_CL)
+    return torch.empty((N, cout, H, W), dtype=x.dtype, device=x.device,
+                       memory_format=_CL if cl else torch.contiguous_format)
+
+
+def _torch_block_forward(blk, x):
+    # The torch backend of the inference path (use_reference): the same arithmetic in plain ops.
+    convs = list(blk.convs)
+    res = x if blk.shortcut is None else _projection(bn_affine(blk.shortcut[0]), blk.shortcut[2], x)
+    out = _block_out(x, sum(c.out_channels for c in convs))
+    _torch_block(blk, convs, x, res, out)
     return out
 
 
