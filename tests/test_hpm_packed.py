@@ -389,6 +389,10 @@ def test_model_cache_follows_parameters():
         m.double()
         xd = x.double()
         assert torch.equal(m(xd)[0], _ref_model(m, xd)[0])
+        # .data writes bypass the version counter: clear_caches is the documented way to make them show.
+        m.hgs[0].up1.bns[1].running_var.data.mul_(3)
+        hpm_packed.clear_caches(m)
+        assert torch.equal(m(xd)[0], _ref_model(m, xd)[0])
 
 
 def test_model_grad_enabled_eval_keeps_autograd_path():

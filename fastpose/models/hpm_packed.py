@@ -36,7 +36,8 @@ from ..cpu_allocator import inference_scope
 from ..nn.binary import PackedXNORConv2d, XNORConv2d, _conv_padding
 from ..ops import xnor_conv as _x
 
-__all__ = ["active", "bn_affine", "conv_bn_relu", "folded_conv_bn", "hpm_block", "real_conv", "stacked_forward"]
+__all__ = ["active", "bn_affine", "clear_caches", "conv_bn_relu", "folded_conv_bn", "hpm_block", "real_conv",
+           "stacked_forward"]
 
 _CL = torch.channels_last
 
@@ -47,6 +48,20 @@ def active(module, x):
     if module.training or torch.is_grad_enabled() or x.dtype not in (torch.float32, torch.float64):
         return False
     return not (torch.onnx.is_in_onnx_export() or torch.jit.is_tracing() or torch.compiler.is_compiling())
+
+
+def clear_caches(model):
+    """Drop the derived tensors this path caches on ``model``'s modules (folded BatchNorms, packed or
+    channels_last weights, per-block plans); the next forward derives them again.
+
+    The caches follow every change PyTorch tracks: parameters, buffers or submodules replaced, moved
+    (``.to()``, ``.double()``), reloaded (``load_state_dict``) or changed by in-place ops, which bump the
+    tensor's version counter. Writes through ``.data`` (``w.data.copy_(...)``) bypass that counter: call
+    this after them.
+    """
+    for m in model.modules():
+        m.__dict__.pop("_fastpose_infer_cache", None)
+        m.__dict__.pop("_fastpose_block_plan", None)
 
 
 def _cached(module, key, make):
