@@ -4,6 +4,7 @@ batches, edge values of the sign) and the model (fastpose.models.hpm_packed) aga
 reference of the documented contract: folded BatchNorm as two roundings, sign(v) = v >= 0, float conv of
 +-1 values times alpha, concatenation plus shortcut.
 """
+import copy
 import io
 
 import pytest
@@ -393,6 +394,37 @@ def test_model_cache_follows_parameters():
         m.hgs[0].up1.bns[1].running_var.data.mul_(3)
         hpm_packed.clear_caches(m)
         assert torch.equal(m(xd)[0], _ref_model(m, xd)[0])
+
+
+class _Neg(torch.nn.Module):
+    def forward(self, w):
+        return -w
+
+
+def test_model_cache_follows_attributes_and_parametrizations():
+    """Plain attributes the derived values depend on, and parametrized weights (computed on access)."""
+    torch.manual_seed(5)
+    m = _randomise(models.create("binary_hpm_hourglass", stacks=1, num_joints=3, features=64, depth=2))
+    x = torch.randn(1, 3, 64, 64)
+
+    def fresh(model):  # what the model computes without any cached state: a cleared copy, torch backend
+        ref = copy.deepcopy(model)
+        hpm_packed.clear_caches(ref)
+        return models.set_backend(ref, "torch")(x)[0]
+
+    with torch.no_grad():
+        m(x)
+        blk = m.hgs[0].up1
+        blk.convs[1].pad_value = -1
+        blk.convs[2].padding, blk.convs[2].dilation = (2, 2), (2, 2)
+        assert torch.equal(m(x)[0], fresh(m))
+        blk.bns[0].eps = 0.5
+        blk.convs[0].scale = False
+        assert torch.equal(m(x)[0], fresh(m))
+        torch.nn.utils.parametrize.register_parametrization(blk.convs[0], "weight", _Neg())
+        assert torch.equal(m(x)[0], fresh(m))
+        blk.convs[0].parametrizations.weight.original.mul_(-1.5)
+        assert torch.equal(m(x)[0], fresh(m))
 
 
 def test_model_grad_enabled_eval_keeps_autograd_path():

@@ -31,6 +31,7 @@ import operator
 
 import torch
 import torch.nn.functional as F
+from torch.nn.utils import parametrize
 
 from ..cpu_allocator import inference_scope
 from ..nn.binary import PackedXNORConv2d, XNORConv2d, _conv_padding
@@ -87,7 +88,7 @@ def bn_affine(bn):
         scale = 1.0 / torch.sqrt(var + bn.eps) if bn.weight is None else bn.weight / torch.sqrt(var + bn.eps)
         shift = -mean * scale if bn.bias is None else bn.bias - mean * scale
         return scale.detach().contiguous(), shift.detach().contiguous()
-    return _cached(bn, ("bn",) + _stamp(bn.weight, bn.bias, bn.running_mean, bn.running_var), make)
+    return _cached(bn, ("bn",) + _stamp(bn.weight, bn.bias, bn.running_mean, bn.running_var) + (bn.eps,), make)
 
 
 def _binary_weights(conv):
@@ -102,7 +103,10 @@ def _binary_weights(conv):
         acc = torch.float64 if w.dtype == torch.float64 else torch.float32
         return (torch.ops.fastpose.binarize_pack(w) if w.device.type == "cpu" else _x.binarize_pack_reference(w),
                 _x.xnor_alpha(w, acc) if conv.scale else None)
-    wp, alpha = _cached(conv, ("w",) + _stamp(conv.weight), make)
+    if parametrize.is_parametrized(conv, "weight"):
+        wp, alpha = make()  # computed on access: nothing to key a cache on
+    else:
+        wp, alpha = _cached(conv, ("w",) + _stamp(conv.weight) + (conv.scale,), make)
     bias = conv.bias.detach() if conv.bias is not None else None
     return wp, alpha, bias, list(_conv_padding(conv.padding, conv.kernel_size, conv.dilation))
 
@@ -127,7 +131,7 @@ def folded_conv_bn(conv, bn):
         b = t if conv.bias is None else conv.bias.detach() * s + t
         return w, b.contiguous()
     return _cached(conv, ("fold",) + _stamp(conv.weight, conv.bias, bn.weight, bn.bias, bn.running_mean,
-                                            bn.running_var), make)
+                                            bn.running_var) + (bn.eps,), make)
 
 
 def conv_bn_relu(conv, bn, x):
@@ -200,6 +204,19 @@ def hpm_block(blk, x):
 
 
 _VERSION = operator.attrgetter("_version")
+_CONV_ATTRS = operator.attrgetter("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation",
+                                  "pad_value", "scale", "backend")
+_BN_ATTRS = operator.attrgetter("eps")
+
+
+def _plan_attrs(m):
+    if isinstance(m, (XNORConv2d, PackedXNORConv2d)):
+        return _CONV_ATTRS(m)
+    if isinstance(m, torch.nn.Conv2d):
+        return m.stride, m.padding, m.dilation, m.groups, m.padding_mode
+    if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+        return _BN_ATTRS(m)
+    return None
 
 
 class _BlockPlan:
@@ -209,23 +226,26 @@ class _BlockPlan:
     changed in place or moved (``_version``, ``data_ptr``). The per-call checks are dictionary lookups, not
     module attribute access (a block's forward was ~40 us of Python, most of it re-deriving these)."""
 
-    __slots__ = ("dicts", "keys", "objs", "ids", "tensors", "versions", "ptrs", "aff", "calls", "cout", "shortcut")
+    __slots__ = ("dicts", "keys", "objs", "ids", "tensors", "versions", "ptrs", "mods", "attrs", "cacheable", "aff",
+                 "calls", "cout", "shortcut")
 
     def __init__(self, blk):
         convs = list(blk.convs)
-        checks = []  # (dict, key, object held there)
-        for name in ("bns", "convs", "shortcut"):
-            sub = blk._modules.get(name)
-            checks.append((blk._modules, name, sub))
-            for key, m in (sub._modules.items() if sub is not None else ()):
-                checks.append((sub._modules, key, m))
-                for d in (m._parameters, m._buffers):
-                    checks.extend((d, pn, t) for pn, t in d.items())
+        checks = []  # (dict, key, object held there), for every module of the block, at any depth
+        mods = list(blk.modules())
+        for m in mods:
+            for d in (m._modules, m._parameters, m._buffers):
+                checks.extend((d, key, obj) for key, obj in d.items())
         self.dicts, self.keys, self.objs = [c[0] for c in checks], [c[1] for c in checks], [c[2] for c in checks]
         self.ids = list(map(id, self.objs))  # the plan holds objs, so no other object can take their ids
         self.tensors = [t for t in self.objs if isinstance(t, torch.Tensor)]
         self.versions = list(map(_VERSION, self.tensors))
         self.ptrs = list(map(torch.Tensor.data_ptr, self.tensors))
+        # The plain attributes the derived values depend on (convolution geometry, BN eps, ...).
+        self.mods = mods
+        self.attrs = list(map(_plan_attrs, mods))
+        # A parametrized weight is computed on access from state the plan cannot see: no plan then.
+        self.cacheable = not any(map(parametrize.is_parametrized, mods))
         self.aff = [bn_affine(b) for b in blk.bns]
         self.calls = []
         for k, conv in enumerate(convs):
@@ -239,10 +259,12 @@ class _BlockPlan:
             self.shortcut = bn_affine(bn), conv
 
     def valid(self):
-        # C-level loops (map over the lists): ~3 us for a block's ~50 entries.
-        return (list(map(id, map(dict.get, self.dicts, self.keys))) == self.ids
+        # C-level loops (map over the lists): a few us for a block's ~60 entries.
+        return (self.cacheable
+                and list(map(id, map(dict.get, self.dicts, self.keys))) == self.ids
                 and list(map(_VERSION, self.tensors)) == self.versions
-                and list(map(torch.Tensor.data_ptr, self.tensors)) == self.ptrs)
+                and list(map(torch.Tensor.data_ptr, self.tensors)) == self.ptrs
+                and list(map(_plan_attrs, self.mods)) == self.attrs)
 
 
 def _block_plan(blk):
