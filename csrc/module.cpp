@@ -56,6 +56,7 @@ PYBIND11_MODULE(_C, m) {
   m.def("caching_allocator_empty_cache", &fastpose::caching_allocator_empty_cache);
   m.def("caching_allocator_scope_enter", &fastpose::caching_allocator_scope_enter);
   m.def("caching_allocator_scope_exit", &fastpose::caching_allocator_scope_exit);
+  m.def("caching_allocator_set_scopes", &fastpose::caching_allocator_set_scopes, pybind11::arg("on"));
   m.def("caching_allocator_stats", [] {
     const auto s = fastpose::caching_allocator_stats();
     pybind11::dict d;

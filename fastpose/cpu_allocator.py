@@ -26,10 +26,17 @@ taken from the same cache, even when the process-wide allocator is not enabled, 
 activations are the next one's (no page faults: ~4000 per forward of the packed model without it).
 Allocations outside a scope are untouched. It is the arena an inference runtime keeps (onnxruntime's CPU
 arena is on by default); ``set_inference_cache(False)`` or ``FASTPOSE_INFERENCE_CACHE=0`` at import turns
-it off, ``empty_cpu_cache()`` hands the cached blocks back.
+it off, ``empty_cpu_cache()`` hands the cached blocks back. Scopes use the limits last set (by default at
+most 512 MiB cached, blocks of 256 KiB and more); when the cache is full, the blocks of the size classes
+used least recently (e.g. another input size) are freed first. The first scope installs the allocator as
+c10's CPU allocator (at c10's default priority, so an allocator installed later the usual way replaces
+it); from then on every CPU allocation passes through it (a thread-local check) on its way to the
+previous allocator.
 """
 import contextlib
 import os
+
+import torch
 
 from . import _C
 
@@ -59,7 +66,9 @@ def enable_cpu_caching_allocator(max_cached_bytes=DEFAULT_MAX_CACHED_BYTES, min_
 
 
 def disable_cpu_caching_allocator():
-    """Restore the CPU allocator installed before and return the cached blocks to the system."""
+    """Restore the CPU allocator installed before and return the cached blocks to the system. (The next
+    ``inference_scope``, e.g. the next packed HPM forward, installs it again for its scoped blocks; use
+    ``set_inference_cache(False)`` to stop that too.)"""
     _C.caching_allocator_disable()
 
 
@@ -106,15 +115,17 @@ def _env_inference_cache():
 
 
 _INFERENCE_CACHE = [_env_inference_cache()]
+_C.caching_allocator_set_scopes(_INFERENCE_CACHE[0])
 
 
 def set_inference_cache(enabled):
     """Turn the inference scopes' caching on or off (default on; ``FASTPOSE_INFERENCE_CACHE=0`` at import
-    starts with it off). Off, ``inference_scope()`` does nothing; blocks cached so far stay cached until
-    ``empty_cpu_cache()``."""
+    starts with it off). Off, ``inference_scope()`` does nothing and, unless the process-wide allocator is
+    enabled, the cached blocks are returned to the system and freed blocks are no longer kept."""
     if not isinstance(enabled, bool):
         raise TypeError(f"enabled must be a bool, got {type(enabled).__name__}")
     _INFERENCE_CACHE[0] = enabled
+    _C.caching_allocator_set_scopes(enabled)
 
 
 class inference_scope:
@@ -126,7 +137,11 @@ class inference_scope:
     __slots__ = ("_on",)
 
     def __init__(self, device="cpu"):
-        self._on = _INFERENCE_CACHE[0] and getattr(device, "type", device) == "cpu"
+        if _INFERENCE_CACHE[0]:
+            kind = device.type if isinstance(device, torch.device) else torch.device(device).type
+            self._on = kind == "cpu"
+        else:
+            self._on = False
 
     def __enter__(self):
         if self._on:

@@ -245,9 +245,23 @@ def test_inference_cache_switch_and_env():
     set_inference_cache(True)
     with inference_scope():
         x = torch.empty(4 * MB, dtype=torch.uint8); del x
-    assert stats()["installed"] and stats()["misses"] == 1
+    assert stats()["installed"] and stats()["misses"] == 1 and stats()["cached_bytes"] == 4 * MB
+    with inference_scope("cpu:0"):
+        keep = torch.empty(4 * MB, dtype=torch.uint8)    # a hit: the string form of the device works
+    assert stats()["hits"] == 1
+    set_inference_cache(False)                           # empties the cache; later frees are not kept
+    assert stats()["cached_bytes"] == 0
+    del keep
+    assert stats()["cached_bytes"] == 0 and stats()["in_use_bytes"] == 0
+    set_inference_cache(True)
     with pytest.raises(TypeError, match="enabled must be a bool"):
         set_inference_cache(1)
+    with pytest.raises(RuntimeError):                    # depth restored when the body raises
+        with inference_scope():
+            raise RuntimeError("boom")
+    m0 = stats()["misses"]
+    y = torch.empty(4 * MB, dtype=torch.uint8); del y
+    assert stats()["misses"] == m0
     """)
     _run("""
     from fastpose import inference_scope
@@ -280,4 +294,31 @@ def test_packed_hpm_forward_reuses_its_blocks():
     assert torch.equal(ref, first) and torch.equal(ref, again)
     assert s1["misses"] > 0 and not s1["enabled"], s1
     assert s2["misses"] == s1["misses"] and s2["hits"] > s1["hits"], (s1, s2)
+    """)
+
+
+def test_cache_evicts_least_recently_used_classes_and_disable_resets_limits():
+    _run("""
+    from fastpose import inference_scope
+    fastpose.enable_cpu_caching_allocator(max_cached_bytes=16 * MB)
+    for mb in (6, 5, 4):
+        t = torch.empty(mb * MB, dtype=torch.uint8); del t
+    assert stats()["cached_bytes"] == 15 * MB
+    t = torch.empty(3 * MB, dtype=torch.uint8); del t    # 18 MB would pass the limit: the 6 MB class goes
+    assert stats()["cached_bytes"] == 12 * MB, stats()
+    m0, h0 = stats()["misses"], stats()["hits"]
+    a = torch.empty(6 * MB, dtype=torch.uint8)           # evicted: a miss
+    b = torch.empty(5 * MB, dtype=torch.uint8)           # still cached: a hit
+    assert stats()["misses"] == m0 + 1 and stats()["hits"] == h0 + 1
+    del a, b
+    assert stats()["cached_bytes"] <= 16 * MB
+    big = torch.empty(20 * MB, dtype=torch.uint8); del big   # larger than the limit: never cached
+    assert stats()["cached_bytes"] <= 16 * MB
+    fastpose.disable_cpu_caching_allocator()
+    s = stats()
+    assert s["max_cached_bytes"] == 512 * MB and s["min_block_bytes"] == 256 << 10, s
+    with inference_scope():
+        for _ in range(2):
+            t = torch.empty(20 * MB, dtype=torch.uint8); del t
+    assert stats()["cached_bytes"] == 20 * MB
     """)

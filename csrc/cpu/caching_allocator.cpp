@@ -11,8 +11,9 @@
 // Size classes: n rounded up to a multiple of 2^floor(log2 n) / 8 (at most 12.5% padding, at least
 // 4 KiB). Blocks of 4 MiB and more are 2 MiB aligned (so transparent huge pages can back them), and
 // advised as huge pages by the rule all fastpose outputs share (cpu/hugepages.h: 8 MiB and more,
-// FASTPOSE_HUGEPAGES=0 turns it off); smaller blocks are 64 B aligned like c10's. A freed block is cached while the cache holds
-// less than max_cached bytes, otherwise returned to the system.
+// FASTPOSE_HUGEPAGES=0 turns it off); smaller blocks are 64 B aligned like c10's. A freed block is cached,
+// making room by freeing the cached blocks of the least recently used other size classes when the cache
+// would pass max_cached bytes (a block larger than that goes back to the system).
 //
 // Inference scopes (fastpose.cpu_allocator.inference_scope, taken by the packed binary HPM forward):
 // without the process-wide opt-in, the allocator is installed but caches only blocks allocated by a
@@ -61,7 +62,8 @@ class CachingCpuAllocator final : public c10::Allocator {
     // Read without the lock (every allocation passes here): enable() publishes them atomically.
     c10::Allocator* fb = fallback_.load(std::memory_order_acquire);
     if (n < min_block_.load(std::memory_order_relaxed) || fb == nullptr ||
-        !(global_.load(std::memory_order_relaxed) || tls_scope_depth > 0)) {
+        !(global_.load(std::memory_order_relaxed) ||
+          (tls_scope_depth > 0 && scopes_on_.load(std::memory_order_relaxed)))) {
       if (fb == nullptr) fb = c10::GetDefaultCPUAllocator();
       return fb->allocate(n);
     }
@@ -78,6 +80,7 @@ class CachingCpuAllocator final : public c10::Allocator {
       } else {
         ++misses_;
       }
+      last_use_[cls] = ++tick_;
     }
     if (p == nullptr) p = fresh(cls);
     {
@@ -115,33 +118,38 @@ class CachingCpuAllocator final : public c10::Allocator {
   // Process-wide caching: installs this allocator as c10's CPU allocator (or changes its limits).
   void enable(size_t max_cached, size_t min_block) {
     std::lock_guard<std::mutex> g(mu_);
+    install_locked(true);  // throws (nothing changed) under a higher-priority allocator
     max_cached_ = max_cached;
     min_block_.store(std::max<size_t>(min_block, 1), std::memory_order_relaxed);
-    install_locked(true);
     global_.store(true, std::memory_order_relaxed);
     trim_locked(max_cached_);
   }
 
-  // Restores the allocator that was installed before. Blocks handed out stay valid: they come back
-  // here when freed and are then returned to the system. A later inference scope installs it again.
+  // Restores the allocator that was installed before (unless another one replaced this one since).
+  // Blocks handed out stay valid: they come back here when freed and are then returned to the system.
+  // A later inference scope installs it again.
   void disable() {
     std::lock_guard<std::mutex> g(mu_);
     global_.store(false, std::memory_order_relaxed);
     if (installed_) {
       c10::Allocator* fb = fallback_.load(std::memory_order_acquire);
-      c10::SetCPUAllocator(fb ? fb : c10::GetDefaultCPUAllocator(), kPriority);
+      if (c10::GetCPUAllocator() == this) c10::SetCPUAllocator(fb ? fb : c10::GetDefaultCPUAllocator(), kPriority);
       installed_ = false;
     }
     blocked_ = false;
     installed_flag_.store(false, std::memory_order_release);
     trim_locked(0);
+    // Later scopes run with their defaults, not the limits of the process-wide form.
+    max_cached_ = kScopeMaxCached;
+    min_block_.store(kScopeMinBlock, std::memory_order_relaxed);
   }
 
-  // Inference scopes: the first one installs the allocator (limits as last set, by default 2 GiB
-  // cached and 256 KiB blocks). Where another allocator with a higher priority is installed, scopes
-  // do nothing.
+  // Inference scopes: the first one installs the allocator (limits as last set, by default 512 MiB
+  // cached and 256 KiB blocks). Where another allocator with a higher priority is installed, or scopes
+  // are switched off (set_scopes), scopes do nothing; the depth is counted either way, so that
+  // enter / exit stay paired.
   void scope_enter() {
-    if (!installed_flag_.load(std::memory_order_acquire)) {
+    if (scopes_on_.load(std::memory_order_relaxed) && !installed_flag_.load(std::memory_order_acquire)) {
       std::lock_guard<std::mutex> g(mu_);
       install_locked(false);
     }
@@ -149,6 +157,14 @@ class CachingCpuAllocator final : public c10::Allocator {
   }
   static void scope_exit() {
     if (tls_scope_depth > 0) --tls_scope_depth;
+  }
+
+  // Off: scopes cache nothing and, unless process-wide caching is on, the cache is emptied and freed
+  // blocks are no longer kept.
+  void set_scopes(bool on) {
+    std::lock_guard<std::mutex> g(mu_);
+    scopes_on_.store(on, std::memory_order_relaxed);
+    if (!on && !global_.load(std::memory_order_relaxed)) trim_locked(0);
   }
 
   void empty_cache() {
@@ -172,7 +188,10 @@ class CachingCpuAllocator final : public c10::Allocator {
   }
 
  private:
-  static constexpr uint8_t kPriority = 1;  // above c10's default registration (0)
+  // c10's default registration's priority: installing over it works, and whatever is installed later the
+  // usual way (priority 0) still replaces this allocator.
+  static constexpr uint8_t kPriority = 0;
+  static constexpr size_t kScopeMaxCached = size_t(512) << 20, kScopeMinBlock = size_t(256) << 10;
 
   // strict (enable()): a higher-priority allocator is an error; for scopes it only means no caching
   // (and no further attempts until enable() or disable()).
@@ -215,10 +234,15 @@ class CachingCpuAllocator final : public c10::Allocator {
         in_use_ -= cls;
         // The profiler's record goes before the block can be handed out again by another thread.
         c10::profiledCPUMemoryReporter().Delete(p);
-        if (installed_ && cached_ + cls <= max_cached_) {
-          free_[cls].push_back(p);
-          cached_ += cls;
-          keep = true;
+        if (installed_ && (global_.load(std::memory_order_relaxed) || scopes_on_.load(std::memory_order_relaxed)) &&
+            cls <= max_cached_) {
+          last_use_[cls] = ++tick_;
+          evict_locked(max_cached_ - cls, cls);
+          if (cached_ + cls <= max_cached_) {
+            free_[cls].push_back(p);
+            cached_ += cls;
+            keep = true;
+          }
         }
       }
     }
@@ -233,6 +257,28 @@ class CachingCpuAllocator final : public c10::Allocator {
     c10::DeleterFnPtr d = fb->raw_deleter();
     TORCH_INTERNAL_ASSERT(d != nullptr, "fastpose CPU caching allocator: free of a block it cannot return");
     d(p);
+  }
+
+  // Frees cached blocks of the least recently used size classes other than `keep` until at most `limit`
+  // bytes stay cached: sizes a program stopped using (other input shapes) give way to current ones.
+  void evict_locked(size_t limit, size_t keep) {
+    while (cached_ > limit) {
+      size_t victim = 0;
+      int64_t oldest = INT64_MAX;
+      for (auto& kv : free_) {
+        if (kv.first == keep || kv.second.empty()) continue;
+        const auto it = last_use_.find(kv.first);
+        const int64_t t = it == last_use_.end() ? 0 : it->second;
+        if (t < oldest) oldest = t, victim = kv.first;
+      }
+      if (victim == 0) return;
+      auto& fl = free_[victim];
+      while (cached_ > limit && !fl.empty()) {
+        std::free(fl.back());
+        fl.pop_back();
+        cached_ -= victim;
+      }
+    }
   }
 
   // Frees cached blocks, largest classes first, until at most `limit` bytes stay cached.
@@ -255,9 +301,12 @@ class CachingCpuAllocator final : public c10::Allocator {
   bool blocked_ = false;    // a higher-priority allocator refused the installation
   std::atomic<bool> installed_flag_{false};  // installed_ or blocked_, read without the lock by scope_enter
   std::atomic<bool> global_{false};          // enable(): every thread's blocks are cached
+  std::atomic<bool> scopes_on_{true};        // inference scopes cache (set_scopes)
   std::atomic<c10::Allocator*> fallback_{nullptr};
-  std::atomic<size_t> min_block_{size_t(1) << 18};
-  size_t max_cached_ = size_t(2) << 30;
+  std::atomic<size_t> min_block_{kScopeMinBlock};
+  size_t max_cached_ = kScopeMaxCached;  // enable()'s default (Python) is 2 GiB
+  int64_t tick_ = 0;
+  std::unordered_map<size_t, int64_t> last_use_;  // size class -> tick of its last allocation or free
   size_t in_use_ = 0, peak_in_use_ = 0, cached_ = 0;
   int64_t hits_ = 0, misses_ = 0;
   std::unordered_map<size_t, std::vector<void*>> free_;
@@ -283,5 +332,7 @@ CachingAllocatorStats caching_allocator_stats() { return CachingCpuAllocator::in
 void caching_allocator_scope_enter() { CachingCpuAllocator::instance().scope_enter(); }
 
 void caching_allocator_scope_exit() { CachingCpuAllocator::scope_exit(); }
+
+void caching_allocator_set_scopes(bool on) { CachingCpuAllocator::instance().set_scopes(on); }
 
 }  // namespace fastpose

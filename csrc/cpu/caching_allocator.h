@@ -26,5 +26,7 @@ CachingAllocatorStats caching_allocator_stats();
 // without enable; the first scope installs the allocator.
 void caching_allocator_scope_enter();
 void caching_allocator_scope_exit();
+// Inference scopes on / off (off: they cache nothing; the cache is emptied unless enabled process-wide).
+void caching_allocator_set_scopes(bool on);
 
 }  // namespace fastpose
