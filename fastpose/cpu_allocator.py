@@ -1,4 +1,4 @@
-"""An opt-in caching allocator for CPU tensors.
+"""A caching allocator for CPU tensors: opt-in for the whole process, on by default in inference scopes.
 
 glibc returns large freed blocks to the system (a fresh ``mmap`` per block above its mmap threshold, or
 a trim of the heap top), so the activations of each forward or training step are often new pages: a
