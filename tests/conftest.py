@@ -35,3 +35,10 @@ def _seed_and_threads():
     salt = int(os.environ.get("FASTPOSE_TEST_SEED", "0"))
     torch.manual_seed(zlib.crc32(os.environ.get("PYTEST_CURRENT_TEST", "").encode()) ^ salt)
     yield
+
+
+@pytest.fixture(autouse=True)
+def _split_small_problems(monkeypatch):
+    # The XNOR ops give each thread >= 16 M binary MACs, so the tests' small shapes would run on one
+    # thread: split them anyway, so every multi-threaded test exercises the parallel paths.
+    monkeypatch.setenv("FASTPOSE_MIN_THREAD_MACS", "1")

@@ -7,6 +7,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <vector>
 
 #include "core/xnor_conv.h"
@@ -87,10 +88,14 @@ Geometry geometry(int64_t N, int64_t Cin, int64_t H, int64_t W, int64_t Cout, in
 // Units a thread takes at least: ~16 M binary MACs. Below that a second thread costs more than it saves
 // (per layer, 2 threads against 1 on the Zen 5 VM: 64->64 at 4x4 0.013 vs 0.009 ms, 128->64 at 16x16
 // 0.027 vs 0.024; break-even near 25 M MACs per call), so the small layers of a network run on one.
+// FASTPOSE_MIN_THREAD_MACS overrides the 16 M (read per call; the tests set 1 to split small problems).
 int64_t min_units_per_thread(const core::XnorConvProblem& p) {
+  int64_t min_macs = int64_t(16) << 20;
+  if (const char* e = std::getenv("FASTPOSE_MIN_THREAD_MACS"); e != nullptr && *e != '\0')
+    min_macs = std::max<int64_t>(1, std::atoll(e));
   const int64_t unit_macs = std::max<int64_t>(
       1, std::min<int64_t>(p.cout_block, p.Cout) * p.Wo * p.KH * p.KW * p.CW * 64);
-  return std::max<int64_t>(1, (int64_t(16) << 20) / unit_macs);
+  return std::max<int64_t>(1, min_macs / unit_macs);
 }
 
 // The binary convolution of packed operands. alpha / bias: undefined or (Cout) tensors (any float dtype).
