@@ -114,8 +114,7 @@ def _env_inference_cache():
     return v != "0"
 
 
-_INFERENCE_CACHE = [_env_inference_cache()]
-_C.caching_allocator_set_scopes(_INFERENCE_CACHE[0])
+_C.caching_allocator_set_scopes(_env_inference_cache())
 
 
 def set_inference_cache(enabled):
@@ -124,7 +123,6 @@ def set_inference_cache(enabled):
     enabled, the cached blocks are returned to the system and freed blocks are no longer kept."""
     if not isinstance(enabled, bool):
         raise TypeError(f"enabled must be a bool, got {type(enabled).__name__}")
-    _INFERENCE_CACHE[0] = enabled
     _C.caching_allocator_set_scopes(enabled)
 
 
@@ -137,11 +135,8 @@ class inference_scope:
     __slots__ = ("_on",)
 
     def __init__(self, device="cpu"):
-        if _INFERENCE_CACHE[0]:
-            kind = device.type if isinstance(device, torch.device) else torch.device(device).type
-            self._on = kind == "cpu"
-        else:
-            self._on = False
+        # The on / off switch is the allocator's (set_inference_cache): a scope it is off for caches nothing.
+        self._on = (device.type if isinstance(device, torch.device) else torch.device(device).type) == "cpu"
 
     def __enter__(self):
         if self._on:

@@ -237,7 +237,7 @@ class CachingCpuAllocator final : public c10::Allocator {
         if (installed_ && (global_.load(std::memory_order_relaxed) || scopes_on_.load(std::memory_order_relaxed)) &&
             cls <= max_cached_) {
           last_use_[cls] = ++tick_;
-          evict_locked(max_cached_ - cls, cls);
+          trim_locked(max_cached_ - cls, cls);
           if (cached_ + cls <= max_cached_) {
             free_[cls].push_back(p);
             cached_ += cls;
@@ -259,9 +259,10 @@ class CachingCpuAllocator final : public c10::Allocator {
     d(p);
   }
 
-  // Frees cached blocks of the least recently used size classes other than `keep` until at most `limit`
-  // bytes stay cached: sizes a program stopped using (other input shapes) give way to current ones.
-  void evict_locked(size_t limit, size_t keep) {
+  // Frees cached blocks, least recently used size classes first (sizes a program stopped using, e.g.
+  // other input shapes, give way to current ones), and never of class `keep`, until at most `limit`
+  // bytes stay cached. Size classes are >= 4 KiB, so keep = 0 spares none.
+  void trim_locked(size_t limit, size_t keep = 0) {
     while (cached_ > limit) {
       size_t victim = 0;
       int64_t oldest = INT64_MAX;
@@ -277,21 +278,6 @@ class CachingCpuAllocator final : public c10::Allocator {
         std::free(fl.back());
         fl.pop_back();
         cached_ -= victim;
-      }
-    }
-  }
-
-  // Frees cached blocks, largest classes first, until at most `limit` bytes stay cached.
-  void trim_locked(size_t limit) {
-    std::vector<size_t> classes;
-    for (auto& kv : free_) classes.push_back(kv.first);
-    std::sort(classes.rbegin(), classes.rend());
-    for (size_t cls : classes) {
-      auto& fl = free_[cls];
-      while (cached_ > limit && !fl.empty()) {
-        std::free(fl.back());
-        fl.pop_back();
-        cached_ -= cls;
       }
     }
   }
