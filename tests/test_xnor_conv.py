@@ -80,6 +80,8 @@ LAYOUT_CASES = [
     # AVX2 blocks (32-pixel and 16-pixel groups, half-full last groups, 4- and 8-channel remainders)
     (1, 64, 13, 3, 40, 3, 1, 1, 1), (1, 65, 9, 3, 56, 3, 1, 1, 1), (1, 1, 13, 2, 72, 1, 2, 0, 1),
     (1, 130, 7, 3, 88, 3, 2, 1, 1), (1, 31, 11, 2, 24, 1, 1, 0, 1),
+    # 81 taps: past the one-pass weight pack's 49 (the general pack instead)
+    (1, 70, 4, 11, 12, 9, 1, 4, 1),
 ]
 
 

@@ -193,6 +193,25 @@ void binarize_pack(const PackSource& s, uint64_t* dst, int64_t begin, int64_t en
   pack_rows(s, begin, end, dst + begin * s.W * xnor_words(s.C), isa);
 }
 
+bool pack_weight_abs_f32_available(int64_t K, Isa isa) {
+#if defined(__x86_64__) && defined(__GNUC__)
+  // pext is microcoded (slow) on pre-Zen 3 AMD, but every AVX-512 CPU has a fast one.
+  return isa == Isa::Avx512 && K >= 1 && K <= kPackWeightMaxTaps && __builtin_cpu_supports("bmi2");
+#else
+  (void)K, (void)isa;
+  return false;
+#endif
+}
+
+void pack_weight_abs_f32(const float* w, int64_t Cin, int64_t K, uint64_t* dst, float* absw, int64_t co_begin,
+                         int64_t co_end) {
+#if defined(__x86_64__) && defined(__GNUC__)
+  pack_weight_abs_f32_avx512(w, Cin, K, dst, absw, co_begin, co_end);
+#else
+  (void)w, (void)Cin, (void)K, (void)dst, (void)absw, (void)co_begin, (void)co_end;
+#endif
+}
+
 #if defined(__x86_64__) && defined(__GNUC__)
 // The POPCNT instruction (every AVX2 / AVX-512 CPU has it): ~12x fewer instructions than the SWAR form,
 // which matters for small layers, where the weight's tap popcounts are a fixed cost of every call.
@@ -332,15 +351,26 @@ void xnor_conv2d_forward_ranges(const XnorConvProblem& p, RangeSource next, void
   c_hi = std::max(c_lo, std::min(c_hi, p.Wo));
 
   std::vector<int32_t> S(cb * Wop), k0(Wop);
-  // Column sums of the weight tap popcounts over the valid tap rows, for every output channel, one table
-  // per valid-row set (nvi, first valid row): a 3x3 layer has three (top row, interior, bottom row).
-  // Built on first use and kept for the thread's later units; per unit they cost a scalar pass over
-  // its channels, which dominated small layers.
-  struct ColsumTable {
+  // Border columns (some horizontal tap outside the image) and their count of valid horizontal taps.
+  std::vector<int64_t> border, border_taps;
+  for (int64_t ow = 0; ow < p.Wo; ++ow) {
+    if (ow >= c_lo && ow < c_hi) continue;
+    const int64_t iw0 = ow * p.sw - p.pw;
+    const int64_t a = iw0 >= 0 ? 0 : (-iw0 + p.dw - 1) / p.dw;
+    const int64_t b = (p.W - 1 - iw0) < 0 ? -1 : (p.W - 1 - iw0) / p.dw;
+    const int64_t j_lo = std::min(a, p.KW);
+    border.push_back(ow);
+    border_taps.push_back(std::max(j_lo, std::min(b + 1, p.KW)) - j_lo);
+  }
+  // Per valid-row set (nvi, first valid row; a 3x3 layer has three: top row, interior, bottom row), the
+  // popcount of the out-of-image taps of every border column and output channel: what zero padding
+  // takes off that column's sums. Built on first use and kept for the thread's later units (a scalar
+  // pass over the taps per unit and channel dominated small layers).
+  struct EdgeTable {
     int64_t nvi, first;
-    std::vector<int32_t> sums;  // (Cout, KW)
+    std::vector<int32_t> edge;  // (border column, Cout)
   };
-  std::vector<ColsumTable> colsums;
+  std::vector<EdgeTable> edges;
   std::vector<int64_t> xoff(KT * CW), woff(KT * CW);
   std::vector<int> vi(p.KH);
   std::vector<int32_t> wpop_own;
@@ -429,39 +459,32 @@ void xnor_conv2d_forward_ranges(const XnorConvProblem& p, RangeSource next, void
     } else {
       const int32_t kv = static_cast<int32_t>(nvi * p.KW * p.Cin);
       for (int64_t q = c_lo; q < c_hi; ++q) k0[q] = kv;
-      if (c_lo > 0 || c_hi < p.Wo) {
+      if (!border.empty()) {
         const int64_t first = nvi ? vi[0] : -1;
-        const ColsumTable* tab = nullptr;
-        for (const ColsumTable& t : colsums)
+        const EdgeTable* tab = nullptr;
+        for (const EdgeTable& t : edges)
           if (t.nvi == nvi && t.first == first) tab = &t;
         if (!tab) {
-          ColsumTable t{nvi, first, std::vector<int32_t>(p.Cout * p.KW)};
-          for (int64_t o = 0; o < p.Cout; ++o)
-            for (int64_t j = 0; j < p.KW; ++j) {
-              int32_t e = 0;
-              for (int k = 0; k < nvi; ++k) e += wpop[o * KT + vi[k] * p.KW + j];
-              t.sums[o * p.KW + j] = e;
-            }
-          colsums.push_back(std::move(t));
-          tab = &colsums.back();
-        }
-        const int32_t* colsum = tab->sums.data() + o0 * p.KW;
-        for (int64_t ow = 0; ow < p.Wo; ++ow) {
-          if (ow == c_lo && c_hi > c_lo) ow = c_hi;
-          if (ow >= p.Wo) break;
-          const int64_t iw0 = ow * p.sw - p.pw;
-          const int64_t a = iw0 >= 0 ? 0 : (-iw0 + p.dw - 1) / p.dw;
-          const int64_t b = (p.W - 1 - iw0) < 0 ? -1 : (p.W - 1 - iw0) / p.dw;
-          const int64_t j_lo = std::min(a, p.KW);
-          const int64_t j_hi = std::max(j_lo, std::min(b + 1, p.KW));
-          k0[ow] = static_cast<int32_t>(nvi * (j_hi - j_lo) * p.Cin);
-          for (int o = 0; o < no; ++o) {
-            const int32_t* cs = colsum + o * p.KW;
-            int32_t e = 0;
-            for (int64_t j = 0; j < j_lo; ++j) e += cs[j];
-            for (int64_t j = j_hi; j < p.KW; ++j) e += cs[j];
-            S[o * Wop + ow] -= e;
+          EdgeTable t{nvi, first, std::vector<int32_t>(border.size() * p.Cout)};
+          for (size_t bi = 0; bi < border.size(); ++bi) {
+            const int64_t iw0 = border[bi] * p.sw - p.pw;
+            int32_t* e = t.edge.data() + bi * p.Cout;
+            for (int k = 0; k < nvi; ++k)
+              for (int64_t j = 0; j < p.KW; ++j) {
+                const int64_t iw = iw0 + j * p.dw;
+                if (iw >= 0 && iw < p.W) continue;
+                const int32_t* wt = wpop + vi[k] * p.KW + j;
+                for (int64_t o = 0; o < p.Cout; ++o) e[o] += wt[o * KT];
+              }
           }
+          edges.push_back(std::move(t));
+          tab = &edges.back();
+        }
+        for (size_t bi = 0; bi < border.size(); ++bi) {
+          const int64_t ow = border[bi];
+          k0[ow] = static_cast<int32_t>(nvi * border_taps[bi] * p.Cin);
+          const int32_t* e = tab->edge.data() + bi * p.Cout + o0;
+          for (int o = 0; o < no; ++o) S[o * Wop + ow] -= e[o];
         }
       }
     }

@@ -172,6 +172,16 @@ void xnor_gemm_block_avx512(const uint64_t* x, const int64_t* xoff, int nk, cons
 // xor + popcount + add over independent accumulators, iters iterations; returns binary MACs done
 // (bits xor-popcounted). Portable: 64-bit words.
 int64_t xnor_popcount_peak_loop(int64_t iters, Isa isa);
+// The weight of xnor_conv2d's float path in one pass: a contiguous float32 (Cout, Cin, K = KH * KW) weight ->
+// its packed words (Cout, K, CW) (binarize_pack of (Cout, Cin, 1, K): the layout of (Cout, KH, KW, CW))
+// and, when absw is not null, |w| into absw (Cout, Cin, K). Output channels [co_begin, co_end).
+// Only where pack_weight_abs_f32_available(K, isa): AVX-512 with BMI2 and K <= kPackWeightMaxTaps.
+constexpr int64_t kPackWeightMaxTaps = 49;
+bool pack_weight_abs_f32_available(int64_t K, Isa isa);
+void pack_weight_abs_f32(const float* w, int64_t Cin, int64_t K, uint64_t* dst, float* absw, int64_t co_begin,
+                         int64_t co_end);
+void pack_weight_abs_f32_avx512(const float* w, int64_t Cin, int64_t K, uint64_t* dst, float* absw,
+                                int64_t co_begin, int64_t co_end);
 int64_t xnor_popcount_peak_avx512(int64_t iters);
 int64_t xnor_popcount_peak_avx2(int64_t iters);
 

@@ -58,6 +58,37 @@ void test_pack(Isa isa) {
     }
 }
 
+// The one-pass weight pack of xnor_conv2d's float path: the words of pack_naive on (Cout, Cin, 1, K) and
+// |w| exactly, for channel counts around the 64-bit word and the tap counts of 1x1 .. 7x7.
+void test_pack_weight(Isa isa) {
+  for (int64_t K : {1, 2, 9, 25, 49})
+    if (!pack_weight_abs_f32_available(K, isa)) return;
+  for (int64_t Cin : {1, 3, 63, 64, 65, 128, 200})
+    for (int64_t K : {1, 2, 3, 9, 25, 49}) {
+      const int64_t Cout = 5;
+      std::vector<float> w(Cout * Cin * K);
+      std::normal_distribution<float> nd;
+      for (auto& v : w) v = nd(rng);
+      w[0] = -0.0f;
+      if (w.size() > 2) w[2] = NAN;
+      const auto ref = pack_naive(w, Cout, Cin, 1, K);
+      std::vector<uint64_t> got(ref.size(), 0xdeadbeef);
+      std::vector<float> absw(w.size(), 7.f);
+      pack_weight_abs_f32(w.data(), Cin, K, got.data(), absw.data(), 0, 2);
+      pack_weight_abs_f32(w.data(), Cin, K, got.data(), nullptr, 2, Cout);
+      FP_CHECK(got == ref);
+      for (size_t i = 0; i < w.size(); ++i) {
+        const bool first = int64_t(i) < 2 * Cin * K;
+        if (!first)
+          FP_CHECK(absw[i] == 7.f);  // the second call wrote no |w|
+        else if (std::isnan(w[i]))
+          FP_CHECK(std::isnan(absw[i]));
+        else
+          FP_CHECK(absw[i] == std::fabs(w[i]));
+      }
+    }
+}
+
 // mode 0: random words; 1: x all ones, w all zeros (every popcount 64: the largest per-byte and
 // 16-bit counts of the AVX2 kernel); 2: x and w equal (all zero).
 void gemm_case(Isa isa, int nk, int npix, int nout, int mode) {
@@ -189,6 +220,7 @@ void test_conv(Isa isa) {
 int main() {
   return run_isa_test("xnor_conv", [](Isa isa) {
     test_pack(isa);
+    test_pack_weight(isa);
     test_gemm_block(isa);
     test_peak(isa);
     test_conv(isa);
