@@ -71,9 +71,9 @@ inline void xnor512_run(const uint64_t* x, const int64_t* xoff, int nk, const ui
 
 // 16 pixels x 64 channels per tile: one compare per channel gives that channel's 16 pixel bits; the
 // 64 masks (uint16) are narrowed to bytes (pixels 0-7, then 8-15), and vptestmb against bit p of
-// every byte gathers pixel p's 64 channel bits into one mask register: the packed word. Each
-// channel's whole row is compared before the next channel (one contiguous stream per channel; tile
-// by tile, the 64 channel streams 4 KB+ apart defeat the prefetchers: 4x slower).
+// every byte gathers pixel p's 64 channel bits into one mask register: the packed word. Channels go
+// through their whole row four at a time (four contiguous streams; tile by tile, the 64 channel streams
+// 4 KB+ apart defeat the prefetchers: 4x slower).
 inline void xnor512_pack_row_nchw(const float* src, int64_t C, int64_t W, int64_t sc, uint64_t* dst, int64_t ps,
                                   int64_t ks) {
   constexpr int64_t kMaxTiles = 64;  // pixels per pass: 1024
@@ -88,7 +88,21 @@ inline void xnor512_pack_row_nchw(const float* src, int64_t C, int64_t W, int64_
     for (int64_t k = 0; k < CW; ++k) {
       const int64_t c0 = 64 * k;
       const int64_t nc = C - c0 < 64 ? C - c0 : 64;
-      for (int64_t c = 0; c < nc; ++c) {
+      // Four channels at a time: four sequential streams in flight. One channel after the other, each
+      // 4 KB run (one page) restarts the prefetcher: from DRAM, 0.50 ms against 0.30 for (256, 64, 64).
+      int64_t c = 0;
+      for (; c + 4 <= nc; c += 4) {
+        const float* s = src + (c0 + c) * sc + wb;
+        for (int64_t t = 0; t + 1 < tiles; ++t)
+          for (int i = 0; i < 4; ++i)
+            M[t][c + i] = static_cast<uint16_t>(
+                _mm512_cmp_ps_mask(_mm512_loadu_ps(s + i * sc + 16 * t), zero, _CMP_GE_OQ));
+        const int64_t t = tiles - 1;
+        for (int i = 0; i < 4; ++i)
+          M[t][c + i] = static_cast<uint16_t>(
+              _mm512_mask_cmp_ps_mask(tm, _mm512_maskz_loadu_ps(tm, s + i * sc + 16 * t), zero, _CMP_GE_OQ));
+      }
+      for (; c < nc; ++c) {
         const float* s = src + (c0 + c) * sc + wb;
         for (int64_t t = 0; t + 1 < tiles; ++t)
           M[t][c] = static_cast<uint16_t>(_mm512_cmp_ps_mask(_mm512_loadu_ps(s + 16 * t), zero, _CMP_GE_OQ));
