@@ -85,11 +85,9 @@ inline void chunk_sign_words(const float* src, int64_t n, float* ab, uint64_t* w
 // KC > 0: the tap count known at compile time (3x3: the gathers unroll with constant masks).
 template <int64_t KC>
 __attribute__((target("bmi2"))) void pack_weight_abs_impl(const float* w, int64_t Cin, int64_t Krt, uint64_t* dst,
-                                                          float* absw, int64_t co_begin, int64_t co_end) {
+                                                          float* absw, int64_t co_begin, int64_t co_end,
+                                                          const TapGather& tg) {
   const int64_t K = KC > 0 ? KC : Krt;
-  static constexpr TapGather kFixed(KC > 0 ? KC : 1);
-  TapGather runtime(KC > 0 ? 1 : K);
-  const TapGather& tg = KC > 0 ? kFixed : runtime;
   const int64_t CW = xnor_words(Cin);
   uint64_t words[kPackWeightMaxTaps];
   for (int64_t co = co_begin; co < co_end; ++co) {
@@ -114,10 +112,13 @@ __attribute__((target("bmi2"))) void pack_weight_abs_impl(const float* w, int64_
 // that string, one pext per source word. Replaces a strided pack (channel stride K) and an abs pass.
 void pack_weight_abs_f32_avx512(const float* w, int64_t Cin, int64_t K, uint64_t* dst, float* absw,
                                 int64_t co_begin, int64_t co_end) {
-  if (K == 9)
-    pack_weight_abs_impl<9>(w, Cin, K, dst, absw, co_begin, co_end);
-  else
-    pack_weight_abs_impl<0>(w, Cin, K, dst, absw, co_begin, co_end);
+  if (K == 9) {
+    static constexpr TapGather k3x3(9);
+    pack_weight_abs_impl<9>(w, Cin, K, dst, absw, co_begin, co_end, k3x3);
+  } else {
+    const TapGather tg(K);  // ~29 KB of stack
+    pack_weight_abs_impl<0>(w, Cin, K, dst, absw, co_begin, co_end, tg);
+  }
 }
 
 }  // namespace core
