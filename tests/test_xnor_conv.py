@@ -113,6 +113,15 @@ def test_thread_split_exact(isa, threads, schedule, monkeypatch):
     assert torch.equal(got, literal_reference(x, wt, b, 1, 1, 1, True, 0))
 
 
+def test_weight_with_storage_offset(isa):
+    # A contiguous weight that starts inside its storage (the one-pass weight pack reads from data_ptr).
+    x = torch.randn(2, 70, 9, 11)
+    w = torch.randn(9, 70, 3, 3)[1:]
+    assert w.is_contiguous() and w.storage_offset() > 0
+    got = xnor_conv2d(x, w, None, 1, 1)
+    assert torch.equal(got, literal_reference(x, w, None, 1, 1, 1, True, 0))
+
+
 def test_popcount_peak(isa):
     peak = fastpose._C.popcount_peak(10000, 2)
     assert peak > 0

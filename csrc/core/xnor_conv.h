@@ -176,7 +176,7 @@ int64_t xnor_popcount_peak_loop(int64_t iters, Isa isa);
 // its packed words (Cout, K, CW) (binarize_pack of (Cout, Cin, 1, K): the layout of (Cout, KH, KW, CW))
 // and, when absw is not null, |w| into absw (Cout, Cin, K). Output channels [co_begin, co_end).
 // Only where pack_weight_abs_f32_available(K, isa): AVX-512 with BMI2 and K <= kPackWeightMaxTaps.
-constexpr int64_t kPackWeightMaxTaps = 49;
+constexpr int64_t kPackWeightMaxTaps = 49;  // 7x7; the method holds to 64, the table (K x K) sizes the stack
 bool pack_weight_abs_f32_available(int64_t K, Isa isa);
 void pack_weight_abs_f32(const float* w, int64_t Cin, int64_t K, uint64_t* dst, float* absw, int64_t co_begin,
                          int64_t co_end);

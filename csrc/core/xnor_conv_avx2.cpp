@@ -216,9 +216,9 @@ int64_t xnor_popcount_peak_avx2(int64_t iters) {
   return done * 8 * 128;
 }
 
-// 8-pixel x 64-channel sign-mask tiles transposed with shift + vpmovmskb. Each channel's whole row
-// (up to 1024 pixels) is compared before the next channel: one contiguous stream per channel, where
-// tile-by-tile order would read 64 streams 4 KB+ apart and defeat the prefetchers.
+// 8-pixel x 64-channel sign-mask tiles transposed with shift + vpmovmskb. Channels go through their
+// whole row (up to 1024 pixels) four at a time: four contiguous streams, where tile-by-tile order would
+// read 64 streams 4 KB+ apart and defeat the prefetchers (and one at a time restarts them per page).
 void pack_row_nchw_f32_avx2(const float* src, int64_t C, int64_t W, int64_t sc, uint64_t* dst, int64_t ps,
                             int64_t ks) {
   constexpr int64_t kMaxTiles = 128;

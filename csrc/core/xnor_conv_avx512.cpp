@@ -56,7 +56,7 @@ struct TapGather {
       int sh = 0;
       for (int64_t j = 0; j < K; ++j) {
         shift[k][j] = sh;
-        for (int64_t b = 0; b < 64; ++b) sh += int((mask[k][j] >> b) & 1);
+        sh += __builtin_popcountll(mask[k][j]);
       }
     }
   }
@@ -71,6 +71,7 @@ inline void chunk_sign_words(const float* src, int64_t n, float* ab, uint64_t* w
     uint64_t word = 0;
     for (int q = 0; q < 4; ++q) {
       const int64_t i = j * 64 + q * 16, left = std::min<int64_t>(16, std::max<int64_t>(0, n - i));
+      if (left == 0) break;  // (no pointer past the chunk is formed)
       const __mmask16 m = __mmask16((uint32_t(1) << left) - 1);
       const __m512 v = _mm512_maskz_loadu_ps(m, src + i);
       // Ordered >= : -0.0 -> +1, NaN -> -1, as binarize_pack.
@@ -82,7 +83,7 @@ inline void chunk_sign_words(const float* src, int64_t n, float* ab, uint64_t* w
   for (int64_t j = (n + 63) / 64; j < K; ++j) words[j] = 0;
 }
 
-// KC > 0: the tap count known at compile time (3x3: the gathers unroll with constant masks).
+// KC > 0: the tap count known at compile time (3x3: the gather loops unroll).
 template <int64_t KC>
 __attribute__((target("bmi2"))) void pack_weight_abs_impl(const float* w, int64_t Cin, int64_t Krt, uint64_t* dst,
                                                           float* absw, int64_t co_begin, int64_t co_end,
@@ -110,8 +111,10 @@ __attribute__((target("bmi2"))) void pack_weight_abs_impl(const float* w, int64_
 // channels [co_begin, co_end). A chunk of 64 input channels is 64 K contiguous floats: their sign bits,
 // in memory order, fill K words, with tap k of channel c at bit c K + k; tap k's word is a bit gather of
 // that string, one pext per source word. Replaces a strided pack (channel stride K) and an abs pass.
-void pack_weight_abs_f32_avx512(const float* w, int64_t Cin, int64_t K, uint64_t* dst, float* absw,
-                                int64_t co_begin, int64_t co_end) {
+// Reached only after the BMI2 check (pack_weight_abs_f32_available); BMI2 here too so the body inlines.
+__attribute__((target("bmi2"))) void pack_weight_abs_f32_avx512(const float* w, int64_t Cin, int64_t K,
+                                                                 uint64_t* dst, float* absw, int64_t co_begin,
+                                                                 int64_t co_end) {
   if (K == 9) {
     static constexpr TapGather k3x3(9);
     pack_weight_abs_impl<9>(w, Cin, K, dst, absw, co_begin, co_end, k3x3);
