@@ -353,14 +353,16 @@ void xnor_conv2d_forward_ranges(const XnorConvProblem& p, RangeSource next, void
   std::vector<int32_t> S(cb * Wop), k0(Wop);
   // Border columns (some horizontal tap outside the image) and their count of valid horizontal taps.
   std::vector<int64_t> border, border_taps;
+  const auto tap_inside = [&](int64_t ow, int64_t j) {
+    const int64_t iw = ow * p.sw - p.pw + j * p.dw;
+    return iw >= 0 && iw < p.W;
+  };
   for (int64_t ow = 0; ow < p.Wo; ++ow) {
     if (ow >= c_lo && ow < c_hi) continue;
-    const int64_t iw0 = ow * p.sw - p.pw;
-    const int64_t a = iw0 >= 0 ? 0 : (-iw0 + p.dw - 1) / p.dw;
-    const int64_t b = (p.W - 1 - iw0) < 0 ? -1 : (p.W - 1 - iw0) / p.dw;
-    const int64_t j_lo = std::min(a, p.KW);
+    int64_t taps = 0;
+    for (int64_t j = 0; j < p.KW; ++j) taps += tap_inside(ow, j);
     border.push_back(ow);
-    border_taps.push_back(std::max(j_lo, std::min(b + 1, p.KW)) - j_lo);
+    border_taps.push_back(taps);
   }
   // Per valid-row set (nvi, first valid row; a 3x3 layer has three: top row, interior, bottom row), the
   // popcount of the out-of-image taps of every border column and output channel: what zero padding
@@ -467,12 +469,10 @@ void xnor_conv2d_forward_ranges(const XnorConvProblem& p, RangeSource next, void
         if (!tab) {
           EdgeTable t{nvi, first, std::vector<int32_t>(border.size() * p.Cout)};
           for (size_t bi = 0; bi < border.size(); ++bi) {
-            const int64_t iw0 = border[bi] * p.sw - p.pw;
             int32_t* e = t.edge.data() + bi * p.Cout;
             for (int k = 0; k < nvi; ++k)
               for (int64_t j = 0; j < p.KW; ++j) {
-                const int64_t iw = iw0 + j * p.dw;
-                if (iw >= 0 && iw < p.W) continue;
+                if (tap_inside(border[bi], j)) continue;
                 const int32_t* wt = wpop + vi[k] * p.KW + j;
                 for (int64_t o = 0; o < p.Cout; ++o) e[o] += wt[o * KT];
               }

@@ -232,22 +232,16 @@ void pack_row_nchw_f32_avx2(const float* src, int64_t C, int64_t W, int64_t sc, 
       const int64_t c0 = 64 * k;
       const int64_t nc = C - c0 < 64 ? C - c0 : 64;
       // Four channels at a time: four sequential streams in flight (see the AVX-512 form).
-      int64_t c = 0;
-      for (; c + 4 <= nc; c += 4) {
+      for (int64_t c = 0; c < nc; c += 4) {
+        const int ng = nc - c < 4 ? static_cast<int>(nc - c) : 4;
         const float* s = src + (c0 + c) * sc + wb;
         for (int64_t t = 0; t + 1 < tiles; ++t)
-          for (int i = 0; i < 4; ++i)
+          for (int i = 0; i < ng; ++i)
             B[t][c + i] = static_cast<uint8_t>(nonneg_mask8(_mm256_loadu_ps(s + i * sc + 8 * t)));
         const int64_t t = tiles - 1;
-        for (int i = 0; i < 4; ++i)
+        for (int i = 0; i < ng; ++i)
           B[t][c + i] = static_cast<uint8_t>(
               nonneg_mask8(tail == 8 ? _mm256_loadu_ps(s + i * sc + 8 * t) : load_tail_ps(s + i * sc + 8 * t, tail)));
-      }
-      for (; c < nc; ++c) {
-        const float* s = src + (c0 + c) * sc + wb;
-        for (int64_t t = 0; t + 1 < tiles; ++t) B[t][c] = static_cast<uint8_t>(nonneg_mask8(_mm256_loadu_ps(s + 8 * t)));
-        const int64_t t = tiles - 1;
-        B[t][c] = static_cast<uint8_t>(nonneg_mask8(tail == 8 ? _mm256_loadu_ps(s + 8 * t) : load_tail_ps(s + 8 * t, tail)));
       }
       for (int64_t t = 0; t < tiles; ++t) {
         for (int64_t c = nc; c < 64; ++c) B[t][c] = 0;

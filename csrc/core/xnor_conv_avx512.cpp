@@ -70,8 +70,9 @@ inline void chunk_sign_words(const float* src, int64_t n, float* ab, uint64_t* w
   for (int64_t j = 0; j * 64 < n; ++j) {
     uint64_t word = 0;
     for (int q = 0; q < 4; ++q) {
-      const int64_t i = j * 64 + q * 16, left = std::min<int64_t>(16, std::max<int64_t>(0, n - i));
-      if (left == 0) break;  // (no pointer past the chunk is formed)
+      const int64_t i = j * 64 + q * 16;
+      if (i >= n) break;  // (no pointer past the chunk is formed)
+      const int64_t left = std::min<int64_t>(16, n - i);
       const __mmask16 m = __mmask16((uint32_t(1) << left) - 1);
       const __m512 v = _mm512_maskz_loadu_ps(m, src + i);
       // Ordered >= : -0.0 -> +1, NaN -> -1, as binarize_pack.

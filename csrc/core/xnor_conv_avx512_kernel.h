@@ -90,25 +90,17 @@ inline void xnor512_pack_row_nchw(const float* src, int64_t C, int64_t W, int64_
       const int64_t nc = C - c0 < 64 ? C - c0 : 64;
       // Four channels at a time: four sequential streams in flight. One channel after the other, each
       // 4 KB run (one page) restarts the prefetcher: from DRAM, 0.50 ms against 0.30 for (256, 64, 64).
-      int64_t c = 0;
-      for (; c + 4 <= nc; c += 4) {
+      for (int64_t c = 0; c < nc; c += 4) {
+        const int ng = nc - c < 4 ? static_cast<int>(nc - c) : 4;
         const float* s = src + (c0 + c) * sc + wb;
         for (int64_t t = 0; t + 1 < tiles; ++t)
-          for (int i = 0; i < 4; ++i)
+          for (int i = 0; i < ng; ++i)
             M[t][c + i] = static_cast<uint16_t>(
                 _mm512_cmp_ps_mask(_mm512_loadu_ps(s + i * sc + 16 * t), zero, _CMP_GE_OQ));
         const int64_t t = tiles - 1;
-        for (int i = 0; i < 4; ++i)
+        for (int i = 0; i < ng; ++i)
           M[t][c + i] = static_cast<uint16_t>(
               _mm512_mask_cmp_ps_mask(tm, _mm512_maskz_loadu_ps(tm, s + i * sc + 16 * t), zero, _CMP_GE_OQ));
-      }
-      for (; c < nc; ++c) {
-        const float* s = src + (c0 + c) * sc + wb;
-        for (int64_t t = 0; t + 1 < tiles; ++t)
-          M[t][c] = static_cast<uint16_t>(_mm512_cmp_ps_mask(_mm512_loadu_ps(s + 16 * t), zero, _CMP_GE_OQ));
-        const int64_t t = tiles - 1;
-        M[t][c] = static_cast<uint16_t>(
-            _mm512_mask_cmp_ps_mask(tm, _mm512_maskz_loadu_ps(tm, s + 16 * t), zero, _CMP_GE_OQ));
       }
       for (int64_t t = 0; t < tiles; ++t) {
         for (int64_t c = nc; c < 64; ++c) M[t][c] = 0;

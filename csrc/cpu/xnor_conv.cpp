@@ -190,14 +190,13 @@ at::Tensor xnor_conv2d_cpu(const at::Tensor& x, const at::Tensor& weight, const 
   const Geometry g = geometry(x.size(0), x.size(1), x.size(2), x.size(3), weight.size(0), weight.size(2),
                               weight.size(3), stride, padding, dilation);
   const at::ScalarType acc = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  at::Tensor alpha;
-  const core::Isa isa = core::active_isa();
+  at::Tensor alpha, wp;
   if (weight.scalar_type() == at::kFloat && acc == at::kFloat && weight.is_contiguous() && g.Cout > 0 &&
-      core::pack_weight_abs_f32_available(g.KH * g.KW, isa)) {
+      core::pack_weight_abs_f32_available(g.KH * g.KW, core::active_isa())) {
     // sign words and |w| in one pass; alpha is then ATen's mean of that |w|, bit for bit the definition.
-    const int64_t K = g.KH * g.KW, CW = core::xnor_words(g.Cin);
-    at::Tensor wp = at::empty({g.Cout, g.KH, g.KW, CW}, weight.options().dtype(at::kLong));
-    at::Tensor absw = scale ? at::empty_like(weight) : at::Tensor();
+    const int64_t K = g.KH * g.KW;
+    wp = at::empty({g.Cout, g.KH, g.KW, core::xnor_words(g.Cin)}, weight.options().dtype(at::kLong));
+    const at::Tensor absw = scale ? at::empty_like(weight) : at::Tensor();
     const float* wsrc = weight.data_ptr<float>();
     uint64_t* wdst = reinterpret_cast<uint64_t*>(wp.data_ptr<int64_t>());
     float* adst = scale ? absw.data_ptr<float>() : nullptr;
@@ -207,16 +206,14 @@ at::Tensor xnor_conv2d_cpu(const at::Tensor& x, const at::Tensor& weight, const 
     at::parallel_for(0, g.Cout, grain,
                      [&](int64_t b, int64_t e) { core::pack_weight_abs_f32(wsrc, g.Cin, K, wdst, adst, b, e); });
     if (scale) alpha = absw.mean({1, 2, 3});
-    return conv_packed_impl(x, wp, alpha, bias.has_value() ? *bias : at::Tensor(), g, pad_value, x.scalar_type(),
-                            is_channels_last(x));
+  } else {
+    if (scale) alpha = weight.contiguous().to(acc).abs().mean({1, 2, 3});
+    // A contiguous weight packs as (Cout, Cin, 1, KH * KW): the same words, in rows of KH * KW pixels
+    // instead of KH rows of KW (3x fewer, fuller vector tiles for 3x3).
+    wp = weight.is_contiguous() ? pack_impl(weight.view({g.Cout, g.Cin, 1, g.KH * g.KW}), "weight")
+                                      .view({g.Cout, g.KH, g.KW, core::xnor_words(g.Cin)})
+                                : pack_impl(weight, "weight");
   }
-  if (scale) alpha = weight.contiguous().to(acc).abs().mean({1, 2, 3});
-  // A contiguous weight packs as (Cout, Cin, 1, KH * KW): the same words, in rows of KH * KW pixels
-  // instead of KH rows of KW (3x fewer, fuller vector tiles for 3x3).
-  const at::Tensor wp = weight.is_contiguous()
-                            ? pack_impl(weight.view({g.Cout, g.Cin, 1, g.KH * g.KW}), "weight")
-                                  .view({g.Cout, g.KH, g.KW, core::xnor_words(g.Cin)})
-                            : pack_impl(weight, "weight");
   return conv_packed_impl(x, wp, alpha, bias.has_value() ? *bias : at::Tensor(), g, pad_value, x.scalar_type(),
                           is_channels_last(x));
 }
