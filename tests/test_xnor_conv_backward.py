@@ -90,6 +90,47 @@ def test_float32_against_float64_surrogate(channels_last, isa):
         torch.testing.assert_close(a.double(), e, rtol=1e-4, atol=1e-4)
 
 
+# Stride-1 float32 weight gradients take the table GEMM (core/xnor_ste_gemm.h) on AVX2 / AVX-512:
+# odd sizes, every padding up to the kernel, both pad values and layouts, 1 and 2 threads.
+TABLE_GEOMS = [(2, 7, 5, 9, 8, 3, 1), (1, 65, 17, 6, 7, 3, 0), (3, 33, 64, 5, 5, 3, 2), (2, 130, 20, 4, 9, 5, 2),
+               (16, 32, 32, 4, 4, 3, 1), (1, 24, 70, 11, 3, 1, 0), (2, 64, 64, 2, 2, 3, 1)]
+
+
+@pytest.mark.parametrize("geom", TABLE_GEOMS, ids=lambda g: "-".join(map(str, g)))
+@pytest.mark.parametrize("pad_value", [0, -1])
+def test_table_weight_grad_against_float64(geom, pad_value, isa):
+    N, Cin, Cout, H, W, K, p = geom
+    for cl, threads in [(True, 1), (False, 2)]:
+        x = _x((N, Cin, H, W), torch.float32, cl, Cin + p).requires_grad_()
+        w = torch.randn(Cout, Cin, K, K, requires_grad=True)
+        torch.set_num_threads(threads)
+        out = xnor_conv2d(x, w, None, 1, p, 1, True, pad_value)
+        g = torch.randn_like(out)
+        got = torch.autograd.grad(out, (x, w), g)
+        x64, w64 = (t.detach().double().requires_grad_() for t in (x, w))
+        exp = torch.autograd.grad(surrogate(x64, w64, None, (1, 1), (p, p), (1, 1), True, pad_value), (x64, w64),
+                                  g.double())
+        for a, e in zip(got, exp):
+            scale = e.abs().max().item() + 1.0
+            torch.testing.assert_close(a.double(), e, rtol=1e-4, atol=1e-5 * scale)
+
+
+def test_table_weight_grad_matches_onednn_path(monkeypatch):
+    """FASTPOSE_STE_TABLE=0 (oneDNN's GEMM on unpacked signs) and the table GEMM agree."""
+    x = _x((4, 64, 12, 12), torch.float32, True, 5)
+    w = torch.randn(32, 64, 3, 3)
+    sign, passed = ops.xnor_ste_pack(x)
+    g = torch.randn(4, 32, 12, 12).contiguous(memory_format=torch.channels_last)
+    for pv in (0, -1):
+        args = ([1, 1], [1, 1], [1, 1], True, pv, [True, True, True])
+        monkeypatch.setenv("FASTPOSE_STE_TABLE", "0")
+        ref = ops.xnor_conv2d_backward_packed(g, sign, passed, w, *args)
+        monkeypatch.setenv("FASTPOSE_STE_TABLE", "1")
+        got = ops.xnor_conv2d_backward_packed(g, sign, passed, w, *args)
+        for a, e in zip(got, ref):  # float32 sums of 576 terms in two orders
+            torch.testing.assert_close(a, e, rtol=1e-5, atol=1e-5 * (e.abs().max().item() + 1.0))
+
+
 def test_ste_pack(isa):
     for dtype, cl, C in itertools.product([torch.float32, torch.float64, torch.float16, torch.bfloat16],
                                           [False, True], [1, 8, 63, 64, 65, 130]):

@@ -12,6 +12,7 @@
 
 #include "core/xnor_conv.h"
 #include "core/xnor_conv_backward.h"
+#include "core/xnor_ste_gemm.h"
 #include "cpu/hugepages.h"
 #include "cpu/parallel.h"
 
@@ -520,6 +521,34 @@ std::tuple<at::Tensor, at::Tensor> xnor_ste_pack_cpu(const at::Tensor& x) {
   return {sign, pass};
 }
 
+bool ste_table_enabled() {
+  const char* env = std::getenv("FASTPOSE_STE_TABLE");
+  return !(env && env[0] == '0' && env[1] == 0);
+}
+
+// The effective weight's gradient (Cout, Cin, KH, KW) as a strided view of the table GEMM's buffer.
+at::Tensor table_weight_grad(const at::Tensor& grad, const uint64_t* sign, int64_t N, int64_t Cin, int64_t H,
+                             int64_t W, const Geometry& g, bool pad_zero, core::Isa isa) {
+  const core::SteWeightProblem p{N, Cin, H, W, g.Cout, g.KH, g.KW, g.ph, g.pw, g.Ho, g.Wo,
+                                 grad.data_ptr<float>(), grad.stride(0), grad.stride(1), grad.stride(2),
+                                 grad.stride(3), sign, core::xnor_words(Cin), pad_zero};
+  const core::SteWeightPlan pl = core::ste_weight_plan(p, isa);
+  const auto bytes = grad.options().dtype(at::kByte);
+  at::Tensor nib = at::empty({static_cast<int64_t>(pl.nib_bytes)}, bytes);
+  at::Tensor zero = at::zeros({static_cast<int64_t>(pl.zero_bytes)}, bytes);
+  at::Tensor gwt = at::empty({static_cast<int64_t>(pl.gwt_floats)}, grad.options());
+  uint8_t* nd = nib.data_ptr<uint8_t>();
+  float* gd = gwt.data_ptr<float>();
+  const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(1, pl.NW * pl.CinN / 64));
+  at::parallel_for(0, N * H, grain, [&](int64_t b, int64_t e) { core::ste_weight_nibbles(p, pl, nd, b, e, isa); });
+  at::parallel_for(0, pl.jobs, 1, [&](int64_t b, int64_t e) {
+    core::ste_weight_jobs(p, pl, nd, zero.data_ptr<uint8_t>(), gd, b, e, isa);
+  });
+  if (pad_zero && (g.ph > 0 || g.pw > 0))
+    at::parallel_for(0, g.Cout, 1, [&](int64_t b, int64_t e) { core::ste_weight_pad_fix(p, pl, gd, b, e); });
+  return gwt.as_strided({g.Cout, Cin, g.KH, g.KW}, {pl.gso, pl.gsc, pl.gsh, pl.gsw});
+}
+
 const char* kBwd = "xnor_conv2d_backward_packed";
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> xnor_conv2d_backward_packed_cpu(
@@ -576,25 +605,36 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> xnor_conv2d_backward_packed_cpu(
     }
   });
 
-  // With pad_value = -1 the weight gradient needs the -1 border in its input: pad explicitly (and crop
-  // the input gradient); with 0, or for the input gradient alone, the GEMM's own zero padding is exact.
-  const bool explicit_pad = mask[1] && pad_value != 0 && (g.ph > 0 || g.pw > 0);
-  const int64_t ph = explicit_pad ? g.ph : 0, pw = explicit_pad ? g.pw : 0;
-  at::Tensor input = at::empty({N, Cin, H + 2 * ph, W + 2 * pw}, opts.memory_format(fmt));
   const core::ElemType et = elem_type_of(dt, "grad");
   const core::Isa isa = core::active_isa();
   const at::Tensor sign_words = x_sign.contiguous();
   const uint64_t* sign = reinterpret_cast<const uint64_t*>(sign_words.data_ptr<int64_t>());
-  if (mask[1]) {
+  // The weight gradient's GEMM with sign(x) as table indices (core/xnor_ste_gemm.h) where it applies;
+  // FASTPOSE_STE_TABLE=0 keeps oneDNN's (for A/B runs).
+  const bool table_w = mask[1] && dt == at::kFloat && isa != core::Isa::Portable && g.sh == 1 && g.sw == 1 &&
+                       g.dh == 1 && g.dw == 1 && ste_table_enabled();
+  at::Tensor G;
+  if (table_w) G = table_weight_grad(grad, sign, N, Cin, H, W, g, pad_value == 0, isa);
+
+  // With pad_value = -1 oneDNN's weight gradient needs the -1 border in its input: pad explicitly (and crop
+  // the input gradient); with 0, or for the input gradient alone, the GEMM's own zero padding is exact.
+  const bool dnn_w = mask[1] && !table_w;
+  const bool explicit_pad = dnn_w && pad_value != 0 && (g.ph > 0 || g.pw > 0);
+  const int64_t ph = explicit_pad ? g.ph : 0, pw = explicit_pad ? g.pw : 0;
+  at::Tensor input = at::empty({N, Cin, H + 2 * ph, W + 2 * pw}, opts.memory_format(fmt));
+  if (dnn_w) {
     core::UnpackTarget u{input.data_ptr(), et, N, Cin, H + 2 * ph, W + 2 * pw,
                          input.stride(0), input.stride(1), input.stride(2), input.stride(3), ph, pw, -1.0};
     const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, (W + 2 * pw) * Cin));
     at::parallel_for(0, N * (H + 2 * ph), grain, [&](int64_t b, int64_t e) { core::sign_unpack(sign, CW, u, b, e, isa); });
   }
   std::vector<int64_t> conv_pad = {explicit_pad ? 0 : g.ph, explicit_pad ? 0 : g.pw};
-  auto r = at::convolution_backward(grad, input, weff, mask[2] ? c10::OptionalIntArrayRef(at::IntArrayRef{g.Cout})
-                                                              : c10::nullopt,
-                                    stride, conv_pad, dilation, false, {0, 0}, 1, {mask[0], mask[1], mask[2]});
+  std::tuple<at::Tensor, at::Tensor, at::Tensor> r;
+  if (mask[0] || dnn_w || mask[2])
+    r = at::convolution_backward(grad, input, weff, mask[2] ? c10::OptionalIntArrayRef(at::IntArrayRef{g.Cout})
+                                                            : c10::nullopt,
+                                 stride, conv_pad, dilation, false, {0, 0}, 1, {mask[0], dnn_w, mask[2]});
+  if (dnn_w) G = std::get<1>(r);
   if (mask[2]) gb = std::get<2>(r);
   if (mask[0]) {
     const at::Tensor gin = std::get<0>(r);
@@ -608,7 +648,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> xnor_conv2d_backward_packed_cpu(
     at::parallel_for(0, N * H, grain, [&](int64_t b, int64_t e) { core::ste_mask(mp, b, e, isa); });
   }
   if (mask[1]) {
-    const at::Tensor G = std::get<1>(r);
     // In the weight's own layout: AccumulateGrad would otherwise restride it into .grad every step.
     at::Tensor out = at::empty(w.sizes(), w.options().memory_format(weight.suggest_memory_format()));
     AT_DISPATCH_FLOATING_TYPES(dt, "xnor_ste_weight_chain", [&] {

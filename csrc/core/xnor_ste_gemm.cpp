@@ -1,0 +1,131 @@
+// Plan, nibble rows and zero-padding fix of the table GEMM (xnor_ste_gemm.h); the jobs per ISA.
+#include "core/xnor_ste_gemm.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "core/dtypes.h"
+
+namespace fastpose {
+namespace core {
+
+void ste_weight_jobs_avx512(const SteWeightProblem& p, const SteWeightPlan& pl, const uint8_t* nib,
+                            const uint8_t* zero, float* gwt, int64_t begin, int64_t end);
+void ste_weight_nibbles_avx512(const SteWeightProblem& p, const SteWeightPlan& pl, uint8_t* nib, int64_t begin,
+                               int64_t end);
+void ste_weight_jobs_avx2(const SteWeightProblem& p, const SteWeightPlan& pl, const uint8_t* nib,
+                          const uint8_t* zero, float* gwt, int64_t begin, int64_t end);
+
+namespace {
+#include "core/simd/vec_scalar.h"
+#include "core/xnor_ste_gemm_kernel.h"
+
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// spread[b]: byte i = bit i of b.
+struct Spread {
+  uint64_t v[256];
+  Spread() {
+    for (int b = 0; b < 256; ++b) {
+      v[b] = 0;
+      for (int i = 0; i < 8; ++i) v[b] |= static_cast<uint64_t>((b >> i) & 1) << (8 * i);
+    }
+  }
+};
+const Spread kSpread;
+
+}  // namespace
+
+SteWeightPlan ste_weight_plan(const SteWeightProblem& p, Isa isa) {
+  SteWeightPlan pl;
+  const int L = isa == Isa::Avx512 ? 16 : isa == Isa::Avx2 ? 8 : 1;
+  const int acc = isa == Isa::Avx512 ? 24 : 12;  // accumulators the registers hold (32 zmm / 16 ymm)
+  pl.V = static_cast<int>(std::min<int64_t>(4, ceil_div(std::max<int64_t>(p.Cout, 1), L)));
+  pl.B = acc / pl.V;
+  pl.CoC = int64_t(pl.V) * L;
+  pl.chunks = ceil_div(p.Cout, pl.CoC);
+  pl.CoP = pl.chunks * pl.CoC;
+  pl.CinP = ceil_div(p.Cin, pl.B) * pl.B;
+  pl.CinN = ceil_div(p.Cin, 24) * 24 + 8;  // every B divides 24; +8: whole-word reads past the last block
+  pl.Wg = ceil_div(p.Wo, 4);
+  pl.NW = 4 * (pl.Wg - 1) + p.KW;
+  pl.groups = p.N * p.Ho * pl.Wg;
+  pl.cblocks = pl.CinP / pl.B;
+  pl.jobs = pl.chunks * p.KH * p.KW * pl.cblocks;
+  pl.nib_bytes = static_cast<size_t>(p.N * p.H * pl.NW * pl.CinN);
+  pl.zero_bytes = static_cast<size_t>(pl.NW * pl.CinN);
+  pl.gwt_floats = static_cast<size_t>(p.KH * p.KW * pl.CinP * pl.CoP);
+  pl.gso = 1;
+  pl.gsc = pl.CoP;
+  pl.gsw = pl.CinP * pl.CoP;
+  pl.gsh = p.KW * pl.gsw;
+  return pl;
+}
+
+void ste_weight_nibbles(const SteWeightProblem& p, const SteWeightPlan& pl, uint8_t* nib, int64_t begin,
+                        int64_t end, Isa isa) {
+  if (isa == Isa::Avx512) return ste_weight_nibbles_avx512(p, pl, nib, begin, end);
+  for (int64_t r = begin; r < end; ++r) {
+    const uint64_t* row = p.sign + r * p.W * p.CW;
+    for (int64_t xs = 0; xs < pl.NW; ++xs) {
+      const uint64_t* wj[4];
+      for (int j = 0; j < 4; ++j) {
+        const int64_t x = xs - p.pw + j;
+        wj[j] = x >= 0 && x < p.W ? row + x * p.CW : nullptr;
+      }
+      uint8_t* dst = nib + (r * pl.NW + xs) * pl.CinN;
+      for (int64_t c = 0; c < pl.CinN; c += 8) {
+        uint64_t v = 0;
+        if (c < 64 * p.CW)
+          for (int j = 0; j < 4; ++j)
+            if (wj[j]) v |= kSpread.v[(wj[j][c >> 6] >> (c & 63)) & 255] << j;
+        std::memcpy(dst + c, &v, 8);
+      }
+    }
+  }
+}
+
+void ste_weight_jobs(const SteWeightProblem& p, const SteWeightPlan& pl, const uint8_t* nib, const uint8_t* zero,
+                     float* gwt, int64_t begin, int64_t end, Isa isa) {
+  if (isa == Isa::Avx512) return ste_weight_jobs_avx512(p, pl, nib, zero, gwt, begin, end);
+  if (isa == Isa::Avx2) return ste_weight_jobs_avx2(p, pl, nib, zero, gwt, begin, end);
+  ste_weight_jobs_impl<VecScalar<float>, 12>(p, pl, nib, zero, gwt, begin, end);
+}
+
+void ste_weight_pad_fix(const SteWeightProblem& p, const SteWeightPlan& pl, float* gwt, int64_t begin,
+                        int64_t end) {
+  // Only output pixels near the border have taps outside the image: for each, add g to every such tap.
+  const int64_t taps = p.KH * p.KW, nc = end - begin;
+  std::vector<double> fix(static_cast<size_t>(taps * nc), 0.0);
+  std::vector<int64_t> out_taps;
+  for (int64_t n = 0; n < p.N; ++n)
+    for (int64_t y = 0; y < p.Ho; ++y) {
+      const bool edge_row = y < p.ph || y >= p.Ho - p.ph;
+      for (int64_t x = 0; x < p.Wo; ++x) {
+        if (!edge_row && x == p.pw && p.Wo - p.pw > x) x = p.Wo - p.pw;  // skip the interior of the row
+        if (x >= p.Wo) break;
+        out_taps.clear();
+        for (int64_t kh = 0; kh < p.KH; ++kh)
+          for (int64_t kw = 0; kw < p.KW; ++kw) {
+            const int64_t yi = y + kh - p.ph, xi = x + kw - p.pw;
+            if (yi < 0 || yi >= p.H || xi < 0 || xi >= p.W) out_taps.push_back(kh * p.KW + kw);
+          }
+        const float* g = p.g + n * p.gsn + y * p.gsh + x * p.gsw + begin * p.gsc;
+        for (const int64_t tap : out_taps) {
+          double* f = fix.data() + tap * nc;
+          for (int64_t c = 0; c < nc; ++c) f[c] += g[c * p.gsc];
+        }
+      }
+    }
+  for (int64_t tap = 0; tap < taps; ++tap)
+    for (int64_t ci = 0; ci < p.Cin; ++ci) {
+      float* dst = gwt + (tap * pl.CinP + ci) * pl.CoP + begin;
+      const double* f = fix.data() + tap * nc;
+      for (int64_t c = 0; c < nc; ++c) dst[c] += static_cast<float>(f[c]);
+    }
+}
+
+}  // namespace core
+}  // namespace fastpose
