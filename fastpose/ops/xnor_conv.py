@@ -17,11 +17,13 @@ gradient of the surrogate clamp(x, -1, 1) (passed where |x| <= 1, zero elsewhere
 weight is that of the surrogate ``alpha(w) * w`` with alpha = mean |w| per output channel differentiated
 as a function of w (XNOR-Net), i.e. ``alpha * G + sign(w) * sum(G * w) / n`` per output channel, where
 G is the gradient of the effective weight alpha * sign(w) and n = Cin * KH * KW.
-On the CPU (float32 / float64) the autograd saves two bit planes of x instead of x (``xnor_ste_pack``:
-the sign and the |x| <= 1 window, 2 bits per element) and runs the fused
-``fastpose::xnor_conv2d_backward_packed``: sign(x) unpacked straight into the gradient's layout, one
-oneDNN ``convolution_backward`` on alpha * sign(w) (input, weight and bias gradients), the window applied
-while cropping the input gradient, the alpha chain in one loop. Other devices and dtypes, and
+On the CPU (float32 / float64) the autograd (in C++) saves two bit planes of x instead of x
+(``xnor_ste_pack``: the sign and the |x| <= 1 window, 2 bits per element) and runs the fused
+``fastpose::xnor_conv2d_backward_packed``. Its weight gradient is a table GEMM for stride 1 float32 on
+AVX2 / AVX-512: four output pixels' gradients make a 16-row table of signed sums and the sign bits of x
+index it, one vector add per four multiply-adds (``FASTPOSE_STE_TABLE=0``, other strides and float64:
+oneDNN on the unpacked signs). The input gradient is oneDNN's ``convolution_backward`` on alpha * sign(w)
+with the window applied after; the alpha chain is one loop. Other devices and dtypes, and
 ``create_graph=True``, take the composite (differentiable) ``xnor_conv2d_backward``.
 """
 import torch
@@ -153,52 +155,7 @@ def _xnor_conv2d_backward_packed_fake(grad, x_sign, x_pass, weight, stride, padd
     return gx, gw, gb
 
 
-# The fused CPU backward reads x only through its sign and its |x| <= 1 window: the autograd saves those
-# two bit planes (2 bits per element instead of 32) rather than x.
-_FUSED_DTYPES = (torch.float32, torch.float64)
-
-
-def _setup(ctx, inputs, output):
-    x, weight, bias, stride, padding, dilation, scale, pad_value = inputs
-    ctx.args = (stride, padding, dilation, scale, pad_value)
-    ctx.has_bias = bias is not None
-    ctx.fused = x.device.type == "cpu" and x.dtype in _FUSED_DTYPES and (ctx.needs_input_grad[0]
-                                                                          or ctx.needs_input_grad[1])
-    if ctx.fused:
-        ctx.x_dtype, ctx.x_channels_last = x.dtype, _channels_last(x)
-        ctx.save_for_backward(*torch.ops.fastpose.xnor_ste_pack(x), weight)
-    else:
-        ctx.save_for_backward(x, weight)
-
-
-def _ste_input(sign, passed, channels, dtype, channels_last):
-    """A stand-in for x with the same sign and |x| <= 1 window (+-0.5 inside, +-2 outside): all the
-    straight-through backward depends on, so the composite backward (and its derivatives) is exact on it."""
-    x = binary_unpack(sign, channels, dtype) * (1.25 - 0.75 * binary_unpack(passed, channels, dtype))
-    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
-
-
-def _backward(ctx, grad):
-    stride, padding, dilation, scale, pad_value = ctx.args
-    mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2]]
-    if ctx.fused:
-        sign, passed, weight = ctx.saved_tensors
-        if not torch.is_grad_enabled() and grad.dtype == ctx.x_dtype:
-            gx, gw, gb = torch.ops.fastpose.xnor_conv2d_backward_packed(grad, sign, passed, weight, stride, padding,
-                                                                        dilation, scale, pad_value, mask)
-            return (gx if mask[0] else None, gw if mask[1] else None, gb if mask[2] else None,
-                    None, None, None, None, None)
-        # create_graph=True (double backward): the differentiable composite, on the stand-in input
-        x = _ste_input(sign, passed, weight.shape[1], ctx.x_dtype, ctx.x_channels_last)
-    else:
-        x, weight = ctx.saved_tensors
-    gx, gw, gb = torch.ops.fastpose.xnor_conv2d_backward(grad.contiguous(), x, weight, stride, padding, dilation,
-                                                         scale, pad_value, mask)
-    return (gx if mask[0] else None, gw if mask[1] else None, gb if mask[2] else None,
-            None, None, None, None, None)
-
-
-torch.library.register_autograd("fastpose::xnor_conv2d", _backward, setup_context=_setup)
+# The autograd of fastpose::xnor_conv2d is registered in C++ (csrc/autograd/xnor_conv.cpp).
 
 
 # ---------------------------------------------------------------------------------------------------
