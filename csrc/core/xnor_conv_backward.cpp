@@ -208,6 +208,28 @@ void ste_weight_chain(const T* G, int64_t gso, int64_t gsc, int64_t gsh, int64_t
                       int64_t begin, int64_t end) {
   const int64_t K = Cin * KH * KW;
   constexpr int kLanes = 8;  // independent partial sums: the reduction vectorises and does not serialise
+  const bool g_dense = gsw == 1 && gsh == KW && gsc == KH * KW, out_dense = osw == 1 && osh == KW && osc == KH * KW;
+  if (g_dense && out_dense) {  // both filters contiguous (the table GEMM's G, a contiguous weight): no copies
+    for (int64_t o = begin; o < end; ++o) {
+      const T* go = G + o * gso;
+      const T* wo = w + o * K;
+      T* out = gw + o * oso;
+      if (!alpha) {
+        std::copy(go, go + K, out);
+        continue;
+      }
+      T part[kLanes] = {};
+      int64_t k = 0;
+      for (; k + kLanes <= K; k += kLanes)
+        for (int j = 0; j < kLanes; ++j) part[j] += go[k + j] * wo[k + j];
+      T dotp = T(0);
+      for (int j = 0; j < kLanes; ++j) dotp += part[j];
+      for (; k < K; ++k) dotp += go[k] * wo[k];
+      const T a = alpha[o], m = dotp / static_cast<T>(K);
+      for (k = 0; k < K; ++k) out[k] = a * go[k] + (static_cast<T>(wo[k] > T(0)) - static_cast<T>(wo[k] < T(0))) * m;
+    }
+    return;
+  }
   std::vector<T> g(K);       // G of one filter in w's (contiguous) order: the dot below sums in that order
   for (int64_t o = begin; o < end; ++o) {
     const T* go = G + o * gso;

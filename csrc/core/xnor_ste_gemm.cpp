@@ -57,10 +57,6 @@ SteWeightPlan ste_weight_plan(const SteWeightProblem& p, Isa isa) {
   pl.nib_bytes = static_cast<size_t>(p.N * p.H * pl.NW * pl.CinN);
   pl.zero_bytes = static_cast<size_t>(pl.NW * pl.CinN);
   pl.gwt_floats = static_cast<size_t>(p.KH * p.KW * pl.CinP * pl.CoP);
-  pl.gso = 1;
-  pl.gsc = pl.CoP;
-  pl.gsw = pl.CinP * pl.CoP;
-  pl.gsh = p.KW * pl.gsw;
   return pl;
 }
 
@@ -94,11 +90,13 @@ void ste_weight_jobs(const SteWeightProblem& p, const SteWeightPlan& pl, const u
   ste_weight_jobs_impl<VecScalar<float>, 12>(p, pl, nib, zero, gwt, begin, end);
 }
 
-void ste_weight_pad_fix(const SteWeightProblem& p, const SteWeightPlan& pl, float* gwt, int64_t begin,
-                        int64_t end) {
-  // Only output pixels near the border have taps outside the image: for each, add g to every such tap.
+namespace {
+
+// fix[tap * nc + c]: sum of g over the output pixels whose tap is outside the image, channel begin + c.
+// Only output pixels near the border have such taps.
+void pad_fix(const SteWeightProblem& p, int64_t begin, int64_t end, std::vector<double>& fix) {
   const int64_t taps = p.KH * p.KW, nc = end - begin;
-  std::vector<double> fix(static_cast<size_t>(taps * nc), 0.0);
+  fix.assign(static_cast<size_t>(taps * nc), 0.0);
   std::vector<int64_t> out_taps;
   for (int64_t n = 0; n < p.N; ++n)
     for (int64_t y = 0; y < p.Ho; ++y) {
@@ -119,12 +117,29 @@ void ste_weight_pad_fix(const SteWeightProblem& p, const SteWeightPlan& pl, floa
         }
       }
     }
-  for (int64_t tap = 0; tap < taps; ++tap)
-    for (int64_t ci = 0; ci < p.Cin; ++ci) {
-      float* dst = gwt + (tap * pl.CinP + ci) * pl.CoP + begin;
-      const double* f = fix.data() + tap * nc;
-      for (int64_t c = 0; c < nc; ++c) dst[c] += static_cast<float>(f[c]);
+}
+
+}  // namespace
+
+void ste_weight_finish(const SteWeightProblem& p, const SteWeightPlan& pl, const float* gwt, float* G,
+                       int64_t begin, int64_t end) {
+  const int64_t taps = p.KH * p.KW, K = p.Cin * taps, nc = end - begin;
+  std::vector<double> fix;
+  if (p.pad_zero && (p.ph > 0 || p.pw > 0)) pad_fix(p, begin, end, fix);
+  constexpr int64_t kB = 16;  // 16 x 16 blocks: 16 source rows of channels, 16 filter positions
+  for (int64_t c0 = begin; c0 < end; c0 += kB) {
+    const int64_t c1 = std::min(end, c0 + kB);
+    for (int64_t k0 = 0; k0 < K; k0 += kB) {
+      const int64_t k1 = std::min(K, k0 + kB);
+      for (int64_t k = k0; k < k1; ++k) {  // k = ci * taps + tap, the weight's order
+        const int64_t ci = k / taps, tap = k % taps;
+        const float* src = gwt + (tap * pl.CinP + ci) * pl.CoP;
+        const double* f = fix.empty() ? nullptr : fix.data() + tap * nc - begin;
+        for (int64_t co = c0; co < c1; ++co)
+          G[co * K + k] = f ? static_cast<float>(src[co] + f[co]) : src[co];
+      }
     }
+  }
 }
 
 }  // namespace core

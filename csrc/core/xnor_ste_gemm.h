@@ -10,7 +10,7 @@
 // per four multiply-adds of the float GEMM, and the 16-row table costs 24 adds per group and vector of
 // channels, shared by every (ci, kh, kw).
 //
-// Zero padding: the kernel reads out-of-image pixels as -1 (sign bit 0); pad_fix then adds back, per tap
+// Zero padding: the kernel reads out-of-image pixels as -1 (sign bit 0); finish then adds back, per tap
 // and output channel, the sum of g over the output pixels whose tap falls outside the image.
 // Float32 only; stride 1 and dilation 1 (the caller keeps oneDNN for anything else).
 #pragma once
@@ -42,8 +42,7 @@ struct SteWeightPlan {
   int64_t CinN = 0;         // bytes per nibble position (CinP plus slack for whole-word reads)
   int64_t Wg = 0, NW = 0;   // pixel groups per output row; nibble positions per input row
   int64_t groups = 0, cblocks = 0, jobs = 0;
-  size_t nib_bytes = 0, zero_bytes = 0, gwt_floats = 0;
-  int64_t gso = 0, gsc = 0, gsh = 0, gsw = 0;  // element strides of GW (co, ci, kh, kw) inside gwt
+  size_t nib_bytes = 0, zero_bytes = 0, gwt_floats = 0;  // gwt: (tap, CinP, CoP) floats
 };
 
 // isa Avx512 / Avx2 / Portable: the vector width the jobs run with.
@@ -59,9 +58,11 @@ void ste_weight_nibbles(const SteWeightProblem& p, const SteWeightPlan& plan, ui
 void ste_weight_jobs(const SteWeightProblem& p, const SteWeightPlan& plan, const uint8_t* nib, const uint8_t* zero,
                      float* gwt, int64_t begin, int64_t end, Isa isa);
 
-// pad_zero only, after every job: adds the zero-padding correction for output channels [begin, end).
-void ste_weight_pad_fix(const SteWeightProblem& p, const SteWeightPlan& plan, float* gwt, int64_t begin,
-                        int64_t end);
+// After every job: GW for output channels [begin, end) into G, contiguous (Cout, Cin, KH, KW) (the
+// weight's order), with the zero-padding correction added when pad_zero. A cache-blocked transpose: the
+// alpha chain then reads each filter contiguously.
+void ste_weight_finish(const SteWeightProblem& p, const SteWeightPlan& plan, const float* gwt, float* G,
+                       int64_t begin, int64_t end);
 
 }  // namespace core
 }  // namespace fastpose

@@ -526,7 +526,7 @@ bool ste_table_enabled() {
   return !(env && env[0] == '0' && env[1] == 0);
 }
 
-// The effective weight's gradient (Cout, Cin, KH, KW) as a strided view of the table GEMM's buffer.
+// The effective weight's gradient (Cout, Cin, KH, KW), contiguous, from the table GEMM.
 at::Tensor table_weight_grad(const at::Tensor& grad, const uint64_t* sign, int64_t N, int64_t Cin, int64_t H,
                              int64_t W, const Geometry& g, bool pad_zero, core::Isa isa) {
   const core::SteWeightProblem p{N, Cin, H, W, g.Cout, g.KH, g.KW, g.ph, g.pw, g.Ho, g.Wo,
@@ -544,9 +544,10 @@ at::Tensor table_weight_grad(const at::Tensor& grad, const uint64_t* sign, int64
   at::parallel_for(0, pl.jobs, 1, [&](int64_t b, int64_t e) {
     core::ste_weight_jobs(p, pl, nd, zero.data_ptr<uint8_t>(), gd, b, e, isa);
   });
-  if (pad_zero && (g.ph > 0 || g.pw > 0))
-    at::parallel_for(0, g.Cout, 1, [&](int64_t b, int64_t e) { core::ste_weight_pad_fix(p, pl, gd, b, e); });
-  return gwt.as_strided({g.Cout, Cin, g.KH, g.KW}, {pl.gso, pl.gsc, pl.gsh, pl.gsw});
+  at::Tensor G = at::empty({g.Cout, Cin, g.KH, g.KW}, grad.options());
+  float* Gd = G.data_ptr<float>();
+  at::parallel_for(0, g.Cout, 16, [&](int64_t b, int64_t e) { core::ste_weight_finish(p, pl, gd, Gd, b, e); });
+  return G;
 }
 
 const char* kBwd = "xnor_conv2d_backward_packed";
@@ -597,12 +598,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> xnor_conv2d_backward_packed_cpu(
     const scalar_t* ap = scale ? alpha.data_ptr<scalar_t>() : nullptr;
     scalar_t* ep = weff.data_ptr<scalar_t>();
     const int64_t so = weff.stride(0), sc = weff.stride(1), sh = weff.stride(2), sw = weff.stride(3);
-    for (int64_t o = 0, k = 0; o < g.Cout; ++o) {
-      const scalar_t a = ap ? ap[o] : scalar_t(1);
-      for (int64_t c = 0; c < Cin; ++c)
-        for (int64_t i = 0; i < g.KH; ++i)
-          for (int64_t j = 0; j < g.KW; ++j, ++k) ep[o * so + c * sc + i * sh + j * sw] = wp[k] >= scalar_t(0) ? a : -a;
-    }
+    at::parallel_for(0, g.Cout, std::max<int64_t>(1, 16384 / (Cin * g.KH * g.KW)), [&](int64_t b, int64_t e) {
+      for (int64_t o = b, k = b * Cin * g.KH * g.KW; o < e; ++o) {
+        const scalar_t a = ap ? ap[o] : scalar_t(1);
+        for (int64_t c = 0; c < Cin; ++c)
+          for (int64_t i = 0; i < g.KH; ++i)
+            for (int64_t j = 0; j < g.KW; ++j, ++k) ep[o * so + c * sc + i * sh + j * sw] = wp[k] >= scalar_t(0) ? a : -a;
+      }
+    });
   });
 
   const core::ElemType et = elem_type_of(dt, "grad");

@@ -37,7 +37,9 @@ void check(Isa isa, int64_t N, int64_t Cin, int64_t H, int64_t W, int64_t Cout, 
   for (int s = 0; s < splits; ++s)
     ste_weight_jobs(p, pl, nib.data(), zero.data(), gwt.data(), pl.jobs * s / splits, pl.jobs * (s + 1) / splits, isa);
   for (int i = 0; i < 16; ++i) FP_CHECK(gwt[pl.gwt_floats + i] == 12345.f);
-  if (pad_zero) ste_weight_pad_fix(p, pl, gwt.data(), 0, Cout);
+  std::vector<float> G(Cout * Cin * KH * KW + 1, -3.f);
+  for (int s = 0; s < splits; ++s) ste_weight_finish(p, pl, gwt.data(), G.data(), Cout * s / splits, Cout * (s + 1) / splits);
+  FP_CHECK(G.back() == -3.f);
   for (int64_t co = 0; co < Cout; ++co)
     for (int64_t ci = 0; ci < Cin; ++ci)
       for (int64_t kh = 0; kh < KH; ++kh)
@@ -53,7 +55,7 @@ void check(Isa isa, int64_t N, int64_t Cin, int64_t H, int64_t W, int64_t Cout, 
                 const double gv = g[n * p.gsn + co * p.gsc + y * p.gsh + x * p.gsw];
                 ref += s * gv, mag += std::fabs(gv);
               }
-          const double got = gwt[co * pl.gso + ci * pl.gsc + kh * pl.gsh + kw * pl.gsw];
+          const double got = G[((co * Cin + ci) * KH + kh) * KW + kw];
           if (!(std::fabs(got - ref) <= 1e-5 * mag + 1e-6)) {
             std::fprintf(stderr, "N%ld Cin%ld H%ld W%ld Cout%ld K%ldx%ld pad%ld,%ld zero%d nhwc%d: (%ld,%ld,%ld,%ld) %g vs %g\n",
                          long(N), long(Cin), long(H), long(W), long(Cout), long(KH), long(KW), long(ph), long(pw),
