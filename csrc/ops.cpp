@@ -55,6 +55,11 @@ TORCH_LIBRARY(fastpose, m) {
       "xnor_conv2d_backward_packed(Tensor grad, Tensor x_sign, Tensor x_pass, Tensor weight, int[2] stride, "
       "int[2] padding, int[2] dilation, bool scale, int pad_value, bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
 
+  // ---- per-channel affine + ReLU (+ 2x2 average pool), one pass (fastpose/ops/affine_relu.py) ----
+  // v = relu((x * scale[c]) + shift[c]) (two roundings); pool: (((0 + v00) + v01) + v10) + v11) / 4, the
+  // order of avg_pool2d(2, 2) (an odd last row / column dropped). Output in x's memory format.
+  m.def("affine_relu(Tensor x, Tensor scale, Tensor shift, bool pool) -> Tensor");
+
   // ---- nearest upsample + add, HRNet fusion (fastpose/ops/upsample_add.py, hr_fuse.py) ----
   // CPU kernels in C++; the CUDA kernels are Triton (triton_kernels/), registered from Python.
   // Integer scale factors only; the output takes skip's (xs[0]'s) memory format.

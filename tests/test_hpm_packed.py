@@ -285,7 +285,7 @@ def _ref_binary_conv(conv, x):
     return F.conv2d(_ref_sign(x), w, None, conv.stride, conv.padding, conv.dilation) * alpha.view(1, -1, 1, 1)
 
 
-def _ref_block(blk, x):
+def _ref_block(blk, x, pool=False):
     outs, y = [], x
     for bn, conv in zip(blk.bns, blk.convs):
         y = _ref_binary_conv(conv, _ref_bn(bn, y))
@@ -293,8 +293,13 @@ def _ref_block(blk, x):
     res = x
     if blk.shortcut is not None:
         bn, _, conv = blk.shortcut
-        res = hpm_packed.real_conv(conv, torch.relu(_ref_bn(bn, x)).contiguous(memory_format=torch.channels_last))
-    return torch.cat(outs, 1) + res
+        u = torch.relu(_ref_bn(bn, x))
+        if pool:  # the contract's one reordering: the projection after the pool
+            return F.avg_pool2d(torch.cat(outs, 1), 2, 2) + hpm_packed.real_conv(
+                conv, F.avg_pool2d(u, 2, 2).contiguous(memory_format=torch.channels_last))
+        res = hpm_packed.real_conv(conv, u.contiguous(memory_format=torch.channels_last))
+    out = torch.cat(outs, 1) + res
+    return F.avg_pool2d(out, 2, 2) if pool else out
 
 
 def _ref_conv_bn_relu(conv, bn, x):
@@ -323,7 +328,7 @@ def _ref_model(m, x):
     rc = hpm_packed.real_conv
     x = x.contiguous(memory_format=torch.channels_last)
     x = _ref_conv_bn_relu(m.conv1, m.bn1, x)
-    x = F.avg_pool2d(_ref_block(m.stem[0], x), 2, 2)
+    x = _ref_block(m.stem[0], x, pool=True)
     x = _ref_block(m.stem[2], _ref_block(m.stem[1], x))
     outs = []
     for i, hg in enumerate(m.hgs):

@@ -26,6 +26,12 @@ each a separate op) and the same real-valued convolution calls; the "fastpose" b
 to it, packed or unpacked, NCHW or channels_last input. The training-mode forward (and eval with
 autograd on, ONNX export, tracing, torch.compile) keeps PyTorch's batch_norm and conv2d, which round
 differently, so it matches this path only to float rounding (and the sign flips that rounding causes).
+
+One reordering: the stem's HPM(64, 128) is followed by a 2x2 average pool, and its shortcut is a 1x1
+projection of relu(bn(x)). Both are linear in what follows the ReLU, so this path computes
+``avg_pool(concat) + conv1x1(avg_pool(relu(bn(x))))`` instead of ``avg_pool(concat + conv1x1(relu(bn(x))))``:
+the projection at a quarter of the pixels (a tenth of the model's real-valued FLOPs). Both backends run it
+that way, so they stay bit-identical; against the module's own order it is equal up to float rounding.
 """
 import operator
 
@@ -192,7 +198,10 @@ def _torch_block(blk, convs, x, res, out):
         if bias is not None:
             v = v + bias.to(out.dtype).view(1, -1, 1, 1)
         c1 = c0 + conv.out_channels
-        torch.add(v, res[:, c0:c1], out=out[:, c0:c1])
+        if res is None:
+            out[:, c0:c1] = v
+        else:
+            torch.add(v, res[:, c0:c1], out=out[:, c0:c1])
         y, c0 = v, c1
 
 
@@ -275,15 +284,17 @@ def _block_plan(blk):
     return plan
 
 
-def _hpm_block(blk, x):
+def _hpm_block(blk, x, pool=False):
+    # pool: avg_pool2d(block(x), 2, 2), a projected shortcut taken after the pool (module docstring).
     convs0 = blk.convs[0]
     N, cin, H, W = x.shape
     if cin != convs0.in_channels:
         raise ValueError(f"HPMBlock: x must have {convs0.in_channels} channels, got shape {tuple(x.shape)}")
     if convs0.use_reference:
-        return _torch_block_forward(blk, x)
+        return _torch_block_forward(blk, x, pool)
     plan = _block_plan(blk)
-    res = x if plan.shortcut is None else _projection(*plan.shortcut, x)
+    late = pool and plan.shortcut is not None
+    res = None if late else x if plan.shortcut is None else _projection(*plan.shortcut, x, fused=True)
     out = _block_out(x, plan.cout)
     if x.device.type == "cpu":
         fused = _fused_op  # arguments built here: skip the Python-side checks (~150 calls per image)
@@ -297,16 +308,27 @@ def _hpm_block(blk, x):
         nxt = None if k == last else torch.empty((N, H, W, words), dtype=torch.int64, device=x.device)
         s_in, t_in = aff[0] if k == 0 else (None, None)
         s_nx, t_nx = (None, None) if k == last else aff[k + 1]
-        fused(inp, wp, alpha, bias, cin_k, stride, padding, dilation, pad_value, s_in, t_in, res[:, c0:c1],
-              s_nx, t_nx, out=out[:, c0:c1], out_packed=nxt)
+        fused(inp, wp, alpha, bias, cin_k, stride, padding, dilation, pad_value, s_in, t_in,
+              None if res is None else res[:, c0:c1], s_nx, t_nx, out=out[:, c0:c1], out_packed=nxt)
         inp, c0 = nxt, c1
-    return out
+    return _pool_block(out, x, plan.shortcut, late, True) if pool else out
 
 
-def _projection(affine, conv, x):
-    # The projected shortcut: conv1x1(relu(bn(x))), the BN as its folded affine map.
+def _pool_block(out, x, shortcut, late, fused):
+    y = F.avg_pool2d(out, 2, 2)
+    return y.add_(_projection(*shortcut, x, pool=True, fused=fused)) if late else y
+
+
+def _projection(affine, conv, x, pool=False, fused=False):
+    # The projected shortcut: conv1x1(relu(bn(x))), the BN as its folded affine map (pool: of the 2x2
+    # average pool of relu(bn(x))). fused: those in one pass (fastpose::affine_relu, the same values).
     s, t = affine
-    u = (x * s.view(1, -1, 1, 1)).add_(t.view(1, -1, 1, 1)).relu_()
+    if fused and x.device.type == "cpu" and s.dtype == x.dtype:
+        u = torch.ops.fastpose.affine_relu(x, s, t, pool)
+    else:
+        u = (x * s.view(1, -1, 1, 1)).add_(t.view(1, -1, 1, 1)).relu_()
+        if pool:
+            u = F.avg_pool2d(u, 2, 2)
     return real_conv(conv, u.contiguous(memory_format=_CL) if x.is_contiguous(memory_format=_CL) else u)
 
 
@@ -318,13 +340,15 @@ def _block_out(x, cout):
                        memory_format=_CL if cl else torch.contiguous_format)
 
 
-def _torch_block_forward(blk, x):
+def _torch_block_forward(blk, x, pool=False):
     # The torch backend of the inference path (use_reference): the same arithmetic in plain ops.
     convs = list(blk.convs)
-    res = x if blk.shortcut is None else _projection(bn_affine(blk.shortcut[0]), blk.shortcut[2], x)
+    shortcut = None if blk.shortcut is None else (bn_affine(blk.shortcut[0]), blk.shortcut[2])
+    late = pool and shortcut is not None
+    res = None if late else x if shortcut is None else _projection(*shortcut, x)
     out = _block_out(x, sum(c.out_channels for c in convs))
     _torch_block(blk, convs, x, res, out)
-    return out
+    return _pool_block(out, x, shortcut, late, False) if pool else out
 
 
 def stacked_forward(model, x):
@@ -340,7 +364,7 @@ def _stacked_forward(model, x):
         else torch.contiguous_format
     x = x.contiguous(memory_format=_CL)
     x = conv_bn_relu(model.conv1, model.bn1, x)
-    x = F.avg_pool2d(model.stem[0](x), 2, 2)
+    x = _hpm_block(model.stem[0], x, pool=True)
     x = model.stem[2](model.stem[1](x))
     outs = []
     for i, hg in enumerate(model.hgs):
