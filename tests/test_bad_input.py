@@ -765,12 +765,30 @@ class TestXnorFusedAndPackedBackward:
         raises(lambda: bwd(g, s, p, wt, [0, 1], [1, 1], [1, 1], True, 0, mask), "stride", ValueError)
 
 
+class TestAffineRelu:
+    def test_bad_input(self):
+        x, sc, sh = rnd(2, 3, 4, 4), rnd(3), rnd(3)
+        raises(lambda: F.affine_relu(x[0], sc, sh), "x", ValueError)
+        raises(lambda: F.affine_relu(x.int(), sc, sh), "x", TypeError)
+        raises(lambda: F.affine_relu(x, rnd(4), sh), "scale", ValueError)
+        raises(lambda: F.affine_relu(x, sc, rnd(3, 1)), "shift", ValueError)
+        raises(lambda: F.affine_relu(x, sc.double(), sh), "scale", TypeError)
+        raises(lambda: F.affine_relu(x, sc, "1"), "shift", TypeError)
+        raises(lambda: F.affine_relu(x[:, :, :1], sc, sh, pool=True), "pool", ValueError)
+        raises(lambda: F.affine_relu(x, sc.to("meta"), sh), "device", ValueError)
+        raises(lambda: F.affine_relu_reference(x, rnd(4), sh), "size", RuntimeError)  # plain ops' own errors
+        raises(lambda: OPS.affine_relu(x, rnd(2), sh, False), "scale", ValueError)
+        raises(lambda: OPS.affine_relu(x, sc, sh.double(), False), "shift", TypeError)
+        raises(lambda: OPS.affine_relu(x.half(), sc.half(), sh.half(), False), "float32", TypeError)
+        raises(lambda: OPS.affine_relu(x[:, :, :, :1], sc, sh, True), "pool", ValueError)
+
+
 def test_every_public_op_and_layer_is_fuzzed():
     # a new public name must get bad-input cases here (names of this file's tests are not checked:
     # the list below is kept by hand, next to the cases)
     fuzzed_ops = {"softmax_dsnt", "softmax_dsnt_with_reg", "upsample_add", "hr_fuse", "binarize", "binarize_pack",
                   "binary_unpack", "xnor_alpha", "xnor_conv2d", "xnor_conv2d_packed", "xnor_conv2d_reference",
-                  "xnor_conv2d_fused", "xnor_conv2d_fused_reference"}
+                  "xnor_conv2d_fused", "xnor_conv2d_fused_reference", "affine_relu", "affine_relu_reference"}
     assert set(F.__all__) == fuzzed_ops
     fuzzed_nn = {"SoftmaxDSNT", "DSNTHead", "UpsampleAdd", "HRFuse", "XNORConv2d", "PackedXNORConv2d",
                  "BinaryActivation", "binary_sign", "clip_binary_weights", "pack", "set_xnor_backend"}
@@ -778,7 +796,7 @@ def test_every_public_op_and_layer_is_fuzzed():
     schemas = {"softmax_dsnt", "softmax_dsnt_backward", "softmax_dsnt_reg", "softmax_dsnt_reg_backward",
                "binarize_pack", "xnor_conv2d", "xnor_conv2d_packed", "xnor_conv2d_backward", "xnor_conv2d_fused",
                "xnor_ste_pack", "xnor_conv2d_backward_packed", "upsample_add",
-               "upsample_add_backward", "hr_fuse", "hr_fuse_backward"}
+               "upsample_add_backward", "hr_fuse", "hr_fuse_backward", "affine_relu"}
     registered = {s.name.split("::")[1] for s in torch._C._jit_get_all_schemas() if s.name.startswith("fastpose::")}
     assert registered == schemas
     assert len(D.__all__) == 16 and fastpose.__version__
