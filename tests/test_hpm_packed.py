@@ -370,6 +370,24 @@ def test_model_bit_exact(stacks, features, size, cl):
             assert a.is_contiguous(memory_format=torch.channels_last if cl else torch.contiguous_format)
 
 
+def test_stem_pool_reordering_keeps_hooks():
+    """A forward hook on the stem block still runs in the inference path (the block is then called as a
+    module, pooled after the add); both backends still agree bit for bit."""
+    torch.manual_seed(2)
+    m = _randomise(models.create("binary_hpm_hourglass", stacks=1, num_joints=3, features=64, depth=2)).eval()
+    x = torch.randn(1, 3, 64, 64)
+    seen = []
+    with torch.no_grad():
+        plain = m(x)[0]
+        handle = m.stem[0].register_forward_hook(lambda mod, inp, out: seen.append(out.shape))
+        hooked = m(x)[0]
+        hooked_torch = models.set_backend(copy.deepcopy(m), "torch")(x)[0]
+        handle.remove()
+    assert seen == [torch.Size([1, 128, 32, 32])] * 2  # the fastpose and the (copied) torch-backend model
+    assert torch.equal(hooked, hooked_torch)
+    torch.testing.assert_close(hooked, plain, rtol=1e-3, atol=1e-3)  # the two orders differ by rounding
+
+
 def test_model_cache_follows_parameters():
     """Folded BN / packed filters are cached per module: changing or reloading weights must show."""
     torch.manual_seed(1)

@@ -134,6 +134,12 @@ class XnorConv2d : public torch::autograd::Function<XnorConv2d> {
 at::Tensor xnor_conv2d_autograd(const at::Tensor& x, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
                                 at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, bool scale,
                                 int64_t pad_value) {
+  const bool grad = at::GradMode::is_enabled() &&
+                    (x.requires_grad() || weight.requires_grad() || (bias.has_value() && bias->requires_grad()));
+  if (!grad) {  // nothing to save: no bit planes packed for a backward that never runs
+    at::AutoDispatchBelowADInplaceOrView guard;
+    return call_forward(x, weight, bias, stride, padding, dilation, scale, pad_value);
+  }
   return XnorConv2d::apply(x, weight, bias, stride, padding, dilation, scale, pad_value);
 }
 

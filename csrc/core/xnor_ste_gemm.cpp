@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <stdexcept>
 #include <vector>
 
 #include "core/dtypes.h"
@@ -62,7 +63,9 @@ SteWeightPlan ste_weight_plan(const SteWeightProblem& p, Isa isa) {
 
 void ste_weight_nibbles(const SteWeightProblem& p, const SteWeightPlan& pl, uint8_t* nib, int64_t begin,
                         int64_t end, Isa isa) {
+#if defined(__x86_64__)
   if (isa == Isa::Avx512) return ste_weight_nibbles_avx512(p, pl, nib, begin, end);
+#endif
   for (int64_t r = begin; r < end; ++r) {
     const uint64_t* row = p.sign + r * p.W * p.CW;
     for (int64_t xs = 0; xs < pl.NW; ++xs) {
@@ -85,8 +88,12 @@ void ste_weight_nibbles(const SteWeightProblem& p, const SteWeightPlan& pl, uint
 
 void ste_weight_jobs(const SteWeightProblem& p, const SteWeightPlan& pl, const uint8_t* nib, const uint8_t* zero,
                      float* gwt, int64_t begin, int64_t end, Isa isa) {
+  // The plan fixes the block sizes the jobs index with: it must come from the same ISA.
+  if (ste_weight_plan(p, isa).B != pl.B) throw std::invalid_argument("ste_weight_jobs: plan made for another ISA");
+#if defined(__x86_64__)
   if (isa == Isa::Avx512) return ste_weight_jobs_avx512(p, pl, nib, zero, gwt, begin, end);
   if (isa == Isa::Avx2) return ste_weight_jobs_avx2(p, pl, nib, zero, gwt, begin, end);
+#endif
   ste_weight_jobs_impl<VecScalar<float>, 12>(p, pl, nib, zero, gwt, begin, end);
 }
 
@@ -134,9 +141,9 @@ void ste_weight_finish(const SteWeightProblem& p, const SteWeightPlan& pl, const
       for (int64_t k = k0; k < k1; ++k) {  // k = ci * taps + tap, the weight's order
         const int64_t ci = k / taps, tap = k % taps;
         const float* src = gwt + (tap * pl.CinP + ci) * pl.CoP;
-        const double* f = fix.empty() ? nullptr : fix.data() + tap * nc - begin;
+        const double* f = fix.empty() ? nullptr : fix.data() + tap * nc;
         for (int64_t co = c0; co < c1; ++co)
-          G[co * K + k] = f ? static_cast<float>(src[co] + f[co]) : src[co];
+          G[co * K + k] = f ? static_cast<float>(src[co] + f[co - begin]) : src[co];
       }
     }
   }

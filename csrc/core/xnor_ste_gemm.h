@@ -7,7 +7,7 @@
 // are taken four at a time along a row: the 16 signed sums +-g[x0] +-g[x0+1] +-g[x0+2] +-g[x0+3] of a
 // group are a table (16 rows of output channels), and each (ci, kh, kw) of the group adds one row of it,
 // the one whose index is the four sign bits s[ci] at the four shifted input pixels. That is one vector add
-// per four multiply-adds of the float GEMM, and the 16-row table costs 24 adds per group and vector of
+// per four multiply-adds of the float GEMM, and the 16-row table costs 26 adds per group and vector of
 // channels, shared by every (ci, kh, kw).
 //
 // Zero padding: the kernel reads out-of-image pixels as -1 (sign bit 0); finish then adds back, per tap
@@ -39,7 +39,7 @@ struct SteWeightPlan {
   int64_t CoC = 0;          // output channels per chunk (V vectors)
   int64_t chunks = 0, CoP = 0;  // chunks; output channels padded to whole chunks
   int64_t CinP = 0;         // input channels padded to whole blocks
-  int64_t CinN = 0;         // bytes per nibble position (CinP plus slack for whole-word reads)
+  int64_t CinN = 0;         // bytes per nibble position (CinP plus 8: the portable writer's 8-byte stores)
   int64_t Wg = 0, NW = 0;   // pixel groups per output row; nibble positions per input row
   int64_t groups = 0, cblocks = 0, jobs = 0;
   size_t nib_bytes = 0, zero_bytes = 0, gwt_floats = 0;  // gwt: (tap, CinP, CoP) floats

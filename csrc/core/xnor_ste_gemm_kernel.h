@@ -41,13 +41,11 @@ struct SteWeightKernel {
   void block(const float* tables, const uint8_t* const* rows, int64_t nt, int64_t kh, int64_t kw, int64_t ci0,
              float* out, bool first) const {
     // Fully unrolled so that the B * V accumulators live in registers.
+    // Each tile's sum starts from zero and is added to out once: two-level sums (a tile of 32 groups,
+    // then the tiles), not one serial float sum over every pixel of the batch.
     Vec acc[B * V];
 #pragma GCC unroll 32
     for (int i = 0; i < B * V; ++i) acc[i] = Vec::set1(0.f);
-    if (!first) {
-#pragma GCC unroll 32
-      for (int i = 0; i < B * V; ++i) acc[i] = Vec::load(out + (i / V) * pl.CoP + (i % V) * L);
-    }
     constexpr int64_t CoC = V * L;  // == pl.CoC; a constant row stride makes the row address a shift
     const int64_t off = kw * pl.CinN + ci0;
     for (int64_t t = 0; t < nt; ++t) {
@@ -62,7 +60,10 @@ struct SteWeightKernel {
       }
     }
 #pragma GCC unroll 32
-    for (int i = 0; i < B * V; ++i) Vec::store(out + (i / V) * pl.CoP + (i % V) * L, acc[i]);
+    for (int i = 0; i < B * V; ++i) {
+      float* o = out + (i / V) * pl.CoP + (i % V) * L;
+      Vec::store(o, first ? acc[i] : Vec::load(o) + acc[i]);
+    }
   }
 
   template <int V, int B>

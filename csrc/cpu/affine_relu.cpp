@@ -9,6 +9,12 @@
 #include <algorithm>
 #include <vector>
 
+// Bit for bit the separate ATen multiply and add: GCC contracts a * b + c into a fused multiply-add in C++
+// even across statements wherever the target has FMA (not baseline x86-64, but e.g. aarch64); off here.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("fp-contract=off")
+#endif
+
 namespace fastpose {
 namespace {
 
@@ -22,7 +28,7 @@ inline T relu(T v) {
 
 template <class T>
 inline T affine(T x, T s, T t) {
-  const T v = x * s;  // two roundings: ISO C++ builds do not contract these into a fused multiply-add
+  const T v = x * s;  // two roundings (fp-contract off above)
   return relu(v + t);
 }
 

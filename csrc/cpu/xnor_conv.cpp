@@ -499,10 +499,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> xnor_conv2d_backward(
 
 // ---- the fused straight-through backward (CPU, float32 / float64) ----
 // The forward's autograd saves two bits per input element (sign and |x| <= 1, xnor_ste_pack) instead of
-// x; the backward builds sign(x) (with its -1 border for pad_value = -1) from them straight into the
-// layout of the gradient, runs oneDNN's input and weight gradient GEMMs on alpha * sign(w) in one
-// convolution_backward call (bias gradient included), then applies the |x| <= 1 window while cropping
-// the padded input gradient, and the alpha = mean |w| chain in one loop over the weight gradient.
+// x. For stride-1 float32 on AVX2 / AVX-512 the weight gradient's GEMM reads the sign bits directly as
+// table indices (core/xnor_ste_gemm.h); otherwise (and with FASTPOSE_STE_TABLE=0) the backward builds
+// sign(x) (with its -1 border for pad_value = -1) from them straight into the layout of the gradient for
+// oneDNN. The input gradient is oneDNN's GEMM on alpha * sign(w) (one convolution_backward call, bias
+// gradient included), then the |x| <= 1 window while cropping a padded input gradient, and the alpha =
+// mean |w| chain in one loop over the weight gradient.
 
 std::tuple<at::Tensor, at::Tensor> xnor_ste_pack_cpu(const at::Tensor& x) {
   TORCH_CHECK_VALUE(x.dim() == 4, "xnor_ste_pack: x must be (N, C, H, W), got shape ", x.sizes());

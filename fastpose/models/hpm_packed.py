@@ -314,6 +314,18 @@ def _hpm_block(blk, x, pool=False):
     return _pool_block(out, x, plan.shortcut, late, True) if pool else out
 
 
+def _pool_first_ok(blk):
+    # The projection commutes with the pool only as a pointwise (1x1, stride 1, unpadded) linear map; and
+    # a block with forward hooks is called as a module so that they run.
+    from .hpm import HPMBlock
+    if type(blk) is not HPMBlock or blk._forward_hooks or blk._forward_pre_hooks or \
+            torch.nn.modules.module._global_forward_hooks or torch.nn.modules.module._global_forward_pre_hooks:
+        return False
+    conv = blk.shortcut[2] if blk.shortcut is not None else None
+    return conv is None or (type(conv) is torch.nn.Conv2d and tuple(conv.kernel_size) == (1, 1)
+                            and tuple(conv.stride) == (1, 1) and tuple(conv.padding) == (0, 0))
+
+
 def _pool_block(out, x, shortcut, late, fused):
     y = F.avg_pool2d(out, 2, 2)
     return y.add_(_projection(*shortcut, x, pool=True, fused=fused)) if late else y
@@ -364,7 +376,11 @@ def _stacked_forward(model, x):
         else torch.contiguous_format
     x = x.contiguous(memory_format=_CL)
     x = conv_bn_relu(model.conv1, model.bn1, x)
-    x = _hpm_block(model.stem[0], x, pool=True)
+    blk = model.stem[0]
+    if _pool_first_ok(blk):
+        x = _hpm_block(blk, x, pool=True)
+    else:
+        x = F.avg_pool2d(blk(x), 2, 2)
     x = model.stem[2](model.stem[1](x))
     outs = []
     for i, hg in enumerate(model.hgs):

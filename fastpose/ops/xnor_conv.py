@@ -299,8 +299,8 @@ def xnor_conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, scale=Tru
         return torch.ops.fastpose.xnor_conv2d_packed(x, torch.ops.fastpose.binarize_pack(weight.detach()), alpha,
                                                      bias, weight.shape[1], stride, padding, dilation, pad_value)
     if not _needs_autograd(x, weight, bias):
-        # The Python autograd layer of register_autograd costs ~30 us a call even when nothing needs a
-        # gradient (more than the whole convolution of a small layer); this is what it does then.
+        # Straight to the CPU / CUDA kernel when nothing needs a gradient (the C++ autograd kernel would do
+        # the same after one more dispatch).
         with torch._C._AutoDispatchBelowAutograd():
             return torch.ops.fastpose.xnor_conv2d(x, weight, bias, stride, padding, dilation, bool(scale), pad_value)
     return torch.ops.fastpose.xnor_conv2d(x, weight, bias, stride, padding, dilation, bool(scale), pad_value)
