@@ -202,59 +202,58 @@ void ste_mask(const MaskProblem& p, int64_t begin, int64_t end, Isa isa) {
     mask_rows<float>(p, begin, end, isa);
 }
 
+namespace {
+
+// sum_k a[k] * b[k] with kLanes independent partial sums (the reduction vectorises and does not serialise).
+template <class T>
+T lane_dot(const T* a, const T* b, int64_t K) {
+  constexpr int kLanes = 8;
+  T part[kLanes] = {};
+  int64_t k = 0;
+  for (; k + kLanes <= K; k += kLanes)
+    for (int j = 0; j < kLanes; ++j) part[j] += a[k + j] * b[k + j];
+  T dotp = T(0);
+  for (int j = 0; j < kLanes; ++j) dotp += part[j];
+  for (; k < K; ++k) dotp += a[k] * b[k];
+  return dotp;
+}
+
+}  // namespace
+
 template <class T>
 void ste_weight_chain(const T* G, int64_t gso, int64_t gsc, int64_t gsh, int64_t gsw, const T* w, const T* alpha,
                       int64_t Cin, int64_t KH, int64_t KW, T* gw, int64_t oso, int64_t osc, int64_t osh, int64_t osw,
                       int64_t begin, int64_t end) {
   const int64_t K = Cin * KH * KW;
-  constexpr int kLanes = 8;  // independent partial sums: the reduction vectorises and does not serialise
+  // G of one filter in w's (contiguous) order, the order the dot sums in: read in place when G is laid out
+  // so (the table GEMM's), else gathered.
   const bool g_dense = gsw == 1 && gsh == KW && gsc == KH * KW, out_dense = osw == 1 && osh == KW && osc == KH * KW;
-  if (g_dense && out_dense) {  // both filters contiguous (the table GEMM's G, a contiguous weight): no copies
-    for (int64_t o = begin; o < end; ++o) {
-      const T* go = G + o * gso;
-      const T* wo = w + o * K;
-      T* out = gw + o * oso;
-      if (!alpha) {
-        std::copy(go, go + K, out);
-        continue;
-      }
-      T part[kLanes] = {};
-      int64_t k = 0;
-      for (; k + kLanes <= K; k += kLanes)
-        for (int j = 0; j < kLanes; ++j) part[j] += go[k + j] * wo[k + j];
-      T dotp = T(0);
-      for (int j = 0; j < kLanes; ++j) dotp += part[j];
-      for (; k < K; ++k) dotp += go[k] * wo[k];
-      const T a = alpha[o], m = dotp / static_cast<T>(K);
-      for (k = 0; k < K; ++k) out[k] = a * go[k] + (static_cast<T>(wo[k] > T(0)) - static_cast<T>(wo[k] < T(0))) * m;
-    }
-    return;
-  }
-  std::vector<T> g(K);       // G of one filter in w's (contiguous) order: the dot below sums in that order
+  std::vector<T> g(g_dense ? 0 : K);
   for (int64_t o = begin; o < end; ++o) {
-    const T* go = G + o * gso;
     const T* wo = w + o * K;
-    for (int64_t ci = 0, k = 0; ci < Cin; ++ci)
-      for (int64_t kh = 0; kh < KH; ++kh)
-        for (int64_t kw = 0; kw < KW; ++kw, ++k) g[k] = go[ci * gsc + kh * gsh + kw * gsw];
-    T a = T(1), m = T(0);
-    if (alpha) {
-      T part[kLanes] = {};
-      int64_t k = 0;
-      for (; k + kLanes <= K; k += kLanes)
-        for (int j = 0; j < kLanes; ++j) part[j] += g[k + j] * wo[k + j];
-      T dotp = T(0);
-      for (int j = 0; j < kLanes; ++j) dotp += part[j];
-      for (; k < K; ++k) dotp += g[k] * wo[k];
-      a = alpha[o], m = dotp / static_cast<T>(K);
+    const T* gk = G + o * gso;
+    if (!g_dense) {
+      for (int64_t ci = 0, k = 0; ci < Cin; ++ci)
+        for (int64_t kh = 0; kh < KH; ++kh)
+          for (int64_t kw = 0; kw < KW; ++kw, ++k) g[k] = gk[ci * gsc + kh * gsh + kw * gsw];
+      gk = g.data();
     }
     T* out = gw + o * oso;
+    const T a = alpha ? alpha[o] : T(1), m = alpha ? lane_dot(gk, wo, K) / static_cast<T>(K) : T(0);
+    auto value = [&](int64_t k) {
+      const T sg = static_cast<T>(wo[k] > T(0)) - static_cast<T>(wo[k] < T(0));
+      return a * gk[k] + sg * m;
+    };
+    if (out_dense) {  // one contiguous loop (vectorises)
+      if (alpha)
+        for (int64_t k = 0; k < K; ++k) out[k] = value(k);
+      else
+        std::copy(gk, gk + K, out);
+      continue;
+    }
     for (int64_t ci = 0, k = 0; ci < Cin; ++ci)
       for (int64_t kh = 0; kh < KH; ++kh)
-        for (int64_t kw = 0; kw < KW; ++kw, ++k) {
-          const T sg = static_cast<T>(wo[k] > T(0)) - static_cast<T>(wo[k] < T(0));
-          out[ci * osc + kh * osh + kw * osw] = alpha ? a * g[k] + sg * m : g[k];
-        }
+        for (int64_t kw = 0; kw < KW; ++kw, ++k) out[ci * osc + kh * osh + kw * osw] = alpha ? value(k) : gk[k];
   }
 }
 

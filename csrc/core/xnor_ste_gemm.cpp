@@ -66,24 +66,15 @@ void ste_weight_nibbles(const SteWeightProblem& p, const SteWeightPlan& pl, uint
 #if defined(__x86_64__)
   if (isa == Isa::Avx512) return ste_weight_nibbles_avx512(p, pl, nib, begin, end);
 #endif
-  for (int64_t r = begin; r < end; ++r) {
-    const uint64_t* row = p.sign + r * p.W * p.CW;
-    for (int64_t xs = 0; xs < pl.NW; ++xs) {
-      const uint64_t* wj[4];
-      for (int j = 0; j < 4; ++j) {
-        const int64_t x = xs - p.pw + j;
-        wj[j] = x >= 0 && x < p.W ? row + x * p.CW : nullptr;
-      }
-      uint8_t* dst = nib + (r * pl.NW + xs) * pl.CinN;
-      for (int64_t c = 0; c < pl.CinN; c += 8) {
-        uint64_t v = 0;
-        if (c < 64 * p.CW)
-          for (int j = 0; j < 4; ++j)
-            if (wj[j]) v |= kSpread.v[(wj[j][c >> 6] >> (c & 63)) & 255] << j;
-        std::memcpy(dst + c, &v, 8);
-      }
+  for_each_nibble_position(p, pl, nib, begin, end, [&](const uint64_t* const* wj, uint8_t* dst) {
+    for (int64_t c = 0; c < pl.CinN; c += 8) {
+      uint64_t v = 0;
+      if (c < 64 * p.CW)
+        for (int j = 0; j < 4; ++j)
+          if (wj[j]) v |= kSpread.v[(wj[j][c >> 6] >> (c & 63)) & 255] << j;
+      std::memcpy(dst + c, &v, 8);
     }
-  }
+  });
 }
 
 void ste_weight_jobs(const SteWeightProblem& p, const SteWeightPlan& pl, const uint8_t* nib, const uint8_t* zero,

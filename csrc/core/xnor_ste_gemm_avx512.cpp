@@ -26,25 +26,16 @@ void ste_weight_jobs_avx512(const SteWeightProblem& p, const SteWeightPlan& pl, 
 void ste_weight_nibbles_avx512(const SteWeightProblem& p, const SteWeightPlan& pl, uint8_t* nib, int64_t begin,
                                int64_t end) {
   const __m512i bit[4] = {_mm512_set1_epi8(1), _mm512_set1_epi8(2), _mm512_set1_epi8(4), _mm512_set1_epi8(8)};
-  for (int64_t r = begin; r < end; ++r) {
-    const uint64_t* row = p.sign + r * p.W * p.CW;
-    for (int64_t xs = 0; xs < pl.NW; ++xs) {
-      const uint64_t* wj[4];
-      for (int j = 0; j < 4; ++j) {
-        const int64_t x = xs - p.pw + j;
-        wj[j] = x >= 0 && x < p.W ? row + x * p.CW : nullptr;
-      }
-      uint8_t* dst = nib + (r * pl.NW + xs) * pl.CinN;
-      for (int64_t c = 0; c < pl.CinN; c += 64) {
-        __m512i v = _mm512_setzero_si512();
-        if (c < 64 * p.CW)
-          for (int j = 0; j < 4; ++j)
-            if (wj[j]) v = _mm512_or_si512(v, _mm512_maskz_mov_epi8(static_cast<__mmask64>(wj[j][c >> 6]), bit[j]));
-        const int64_t left = std::min<int64_t>(64, pl.CinN - c);
-        _mm512_mask_storeu_epi8(dst + c, left >= 64 ? ~__mmask64(0) : (__mmask64(1) << left) - 1, v);
-      }
+  for_each_nibble_position(p, pl, nib, begin, end, [&](const uint64_t* const* wj, uint8_t* dst) {
+    for (int64_t c = 0; c < pl.CinN; c += 64) {
+      __m512i v = _mm512_setzero_si512();
+      if (c < 64 * p.CW)
+        for (int j = 0; j < 4; ++j)
+          if (wj[j]) v = _mm512_or_si512(v, _mm512_maskz_mov_epi8(static_cast<__mmask64>(wj[j][c >> 6]), bit[j]));
+      const int64_t left = std::min<int64_t>(64, pl.CinN - c);
+      _mm512_mask_storeu_epi8(dst + c, left >= 64 ? ~__mmask64(0) : (__mmask64(1) << left) - 1, v);
     }
-  }
+  });
 }
 
 }  // namespace core

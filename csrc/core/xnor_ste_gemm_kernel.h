@@ -1,5 +1,24 @@
-// The table GEMM of xnor_ste_gemm.h for one vector type (VecAvx512, VecAvx2, VecScalar<float>).
-// Included inside an anonymous namespace after the Vec header; needs <cstring>, <vector>, <algorithm>.
+// The table GEMM of xnor_ste_gemm.h for one vector type (VecAvx512, VecAvx2, VecScalar<float>), and the
+// walk over nibble positions the nibble builders share. Included inside an anonymous namespace after the
+// Vec header; needs <cstring>, <vector>, <algorithm>.
+
+// For rows [begin, end) and every nibble position xs: chunk(wj, dst) with wj[j] the sign words of input
+// pixel xs - pw + j (null outside the image) and dst the position's CinN bytes.
+template <class Chunk>
+void for_each_nibble_position(const SteWeightProblem& p, const SteWeightPlan& pl, uint8_t* nib, int64_t begin,
+                              int64_t end, Chunk chunk) {
+  for (int64_t r = begin; r < end; ++r) {
+    const uint64_t* row = p.sign + r * p.W * p.CW;
+    for (int64_t xs = 0; xs < pl.NW; ++xs) {
+      const uint64_t* wj[4];
+      for (int j = 0; j < 4; ++j) {
+        const int64_t x = xs - p.pw + j;
+        wj[j] = x >= 0 && x < p.W ? row + x * p.CW : nullptr;
+      }
+      chunk(wj, nib + (r * pl.NW + xs) * pl.CinN);
+    }
+  }
+}
 template <class Vec>
 struct SteWeightKernel {
   static constexpr int L = Vec::N;

@@ -552,6 +552,22 @@ at::Tensor table_weight_grad(const at::Tensor& grad, const uint64_t* sign, int64
   return G;
 }
 
+// The weight's gradient through alpha = mean |w| (core::ste_weight_chain) from G, the effective weight's,
+// in the weight's own layout: AccumulateGrad would otherwise restride it into .grad every step.
+at::Tensor weight_chain(const at::Tensor& G, const at::Tensor& w, const at::Tensor& alpha, bool scale, int64_t Cin,
+                        const Geometry& g, const at::Tensor& weight) {
+  at::Tensor out = at::empty(w.sizes(), w.options().memory_format(weight.suggest_memory_format()));
+  AT_DISPATCH_FLOATING_TYPES(w.scalar_type(), "xnor_ste_weight_chain", [&] {
+    const scalar_t* ap = scale ? alpha.data_ptr<scalar_t>() : nullptr;
+    at::parallel_for(0, g.Cout, 8, [&](int64_t b, int64_t e) {
+      core::ste_weight_chain<scalar_t>(G.data_ptr<scalar_t>(), G.stride(0), G.stride(1), G.stride(2), G.stride(3),
+                                       w.data_ptr<scalar_t>(), ap, Cin, g.KH, g.KW, out.data_ptr<scalar_t>(),
+                                       out.stride(0), out.stride(1), out.stride(2), out.stride(3), b, e);
+    });
+  });
+  return out.to(weight.scalar_type());
+}
+
 const char* kBwd = "xnor_conv2d_backward_packed";
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> xnor_conv2d_backward_packed_cpu(
@@ -591,6 +607,25 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> xnor_conv2d_backward_packed_cpu(
   const at::Tensor w = weight.to(dt).contiguous();
   at::Tensor alpha;
   if (scale) alpha = w.abs().mean({1, 2, 3});
+  const core::ElemType et = elem_type_of(dt, "grad");
+  const core::Isa isa = core::active_isa();
+  const at::Tensor sign_words = x_sign.contiguous();
+  const uint64_t* sign = reinterpret_cast<const uint64_t*>(sign_words.data_ptr<int64_t>());
+  // The weight gradient's GEMM with sign(x) as table indices (core/xnor_ste_gemm.h) where it applies;
+  // FASTPOSE_STE_TABLE=0 keeps oneDNN's (for A/B runs).
+  const bool table_w = mask[1] && dt == at::kFloat && isa != core::Isa::Portable && g.sh == 1 && g.sw == 1 &&
+                       g.dh == 1 && g.dw == 1 && ste_table_enabled();
+  at::Tensor G;
+  if (table_w) G = table_weight_grad(grad, sign, N, Cin, H, W, g, pad_value == 0, isa);
+
+  // oneDNN's convolution_backward for the input gradient, for the weight's where the table does not
+  // apply, and for the bias's along with them (alone it is a sum over grad).
+  const bool dnn_w = mask[1] && !table_w, dnn = mask[0] || dnn_w;
+  if (!dnn) {
+    if (mask[2]) gb = grad.sum({0, 2, 3});
+    if (mask[1]) gw = weight_chain(G, w, alpha, scale, Cin, g, weight);
+    return {gx, gw, gb};
+  }
   // The effective weight alpha * sign(w) (sign as the forward's: w >= 0 -> +1).
   // weff in the activations' layout (channels_last for channels_last grad), which is what oneDNN's
   // convolution_backward reorders the weight to otherwise (two copies per call).
@@ -610,20 +645,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> xnor_conv2d_backward_packed_cpu(
     });
   });
 
-  const core::ElemType et = elem_type_of(dt, "grad");
-  const core::Isa isa = core::active_isa();
-  const at::Tensor sign_words = x_sign.contiguous();
-  const uint64_t* sign = reinterpret_cast<const uint64_t*>(sign_words.data_ptr<int64_t>());
-  // The weight gradient's GEMM with sign(x) as table indices (core/xnor_ste_gemm.h) where it applies;
-  // FASTPOSE_STE_TABLE=0 keeps oneDNN's (for A/B runs).
-  const bool table_w = mask[1] && dt == at::kFloat && isa != core::Isa::Portable && g.sh == 1 && g.sw == 1 &&
-                       g.dh == 1 && g.dw == 1 && ste_table_enabled();
-  at::Tensor G;
-  if (table_w) G = table_weight_grad(grad, sign, N, Cin, H, W, g, pad_value == 0, isa);
-
   // With pad_value = -1 oneDNN's weight gradient needs the -1 border in its input: pad explicitly (and crop
   // the input gradient); with 0, or for the input gradient alone, the GEMM's own zero padding is exact.
-  const bool dnn_w = mask[1] && !table_w;
   const bool explicit_pad = dnn_w && pad_value != 0 && (g.ph > 0 || g.pw > 0);
   const int64_t ph = explicit_pad ? g.ph : 0, pw = explicit_pad ? g.pw : 0;
   at::Tensor input = at::empty({N, Cin, H + 2 * ph, W + 2 * pw}, opts.memory_format(fmt));
@@ -634,11 +657,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> xnor_conv2d_backward_packed_cpu(
     at::parallel_for(0, N * (H + 2 * ph), grain, [&](int64_t b, int64_t e) { core::sign_unpack(sign, CW, u, b, e, isa); });
   }
   std::vector<int64_t> conv_pad = {explicit_pad ? 0 : g.ph, explicit_pad ? 0 : g.pw};
-  std::tuple<at::Tensor, at::Tensor, at::Tensor> r;
-  if (mask[0] || dnn_w || mask[2])
-    r = at::convolution_backward(grad, input, weff, mask[2] ? c10::OptionalIntArrayRef(at::IntArrayRef{g.Cout})
-                                                            : c10::nullopt,
-                                 stride, conv_pad, dilation, false, {0, 0}, 1, {mask[0], dnn_w, mask[2]});
+  auto r = at::convolution_backward(grad, input, weff, mask[2] ? c10::OptionalIntArrayRef(at::IntArrayRef{g.Cout})
+                                                              : c10::nullopt,
+                                    stride, conv_pad, dilation, false, {0, 0}, 1, {mask[0], dnn_w, mask[2]});
   if (dnn_w) G = std::get<1>(r);
   if (mask[2]) gb = std::get<2>(r);
   if (mask[0]) {
@@ -652,19 +673,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> xnor_conv2d_backward_packed_cpu(
     const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, W * Cin));
     at::parallel_for(0, N * H, grain, [&](int64_t b, int64_t e) { core::ste_mask(mp, b, e, isa); });
   }
-  if (mask[1]) {
-    // In the weight's own layout: AccumulateGrad would otherwise restride it into .grad every step.
-    at::Tensor out = at::empty(w.sizes(), w.options().memory_format(weight.suggest_memory_format()));
-    AT_DISPATCH_FLOATING_TYPES(dt, "xnor_ste_weight_chain", [&] {
-      const scalar_t* ap = scale ? alpha.data_ptr<scalar_t>() : nullptr;
-      at::parallel_for(0, g.Cout, 8, [&](int64_t b, int64_t e) {
-        core::ste_weight_chain<scalar_t>(G.data_ptr<scalar_t>(), G.stride(0), G.stride(1), G.stride(2), G.stride(3),
-                                         w.data_ptr<scalar_t>(), ap, Cin, g.KH, g.KW, out.data_ptr<scalar_t>(),
-                                         out.stride(0), out.stride(1), out.stride(2), out.stride(3), b, e);
-      });
-    });
-    gw = out.to(weight.scalar_type());
-  }
+  if (mask[1]) gw = weight_chain(G, w, alpha, scale, Cin, g, weight);
   return {gx, gw, gb};
 }
 
