@@ -252,6 +252,107 @@ def test_fused_bad_inputs():
         call(x=args["x"][:, :10])
 
 
+def _bits(t):
+    # Bitwise view: torch.equal takes -0.0 == +0.0, the pooled sums must match in the sign of zero too.
+    return t.view(torch.int64 if t.dtype == torch.float64 else torch.int32)
+
+
+def _run_pooled(fn, args, pshape, layout="cl", ctot_extra=5):
+    N, Ho, Wo, _ = pshape
+    cout = args["weight_packed"].shape[0]
+    dtype = args["alpha"].dtype
+    fmt = torch.channels_last if layout == "cl" else torch.contiguous_format
+    buf = torch.full((N, cout + ctot_extra, Ho // 2, Wo // 2), 7.0, dtype=dtype).contiguous(memory_format=fmt)
+    packed = torch.full(pshape, -1, dtype=torch.int64) if args.get("next_scale") is not None else None
+    a = dict(args)
+    fn(a.pop("x"), a.pop("weight_packed"), a.pop("alpha"), a.pop("bias"), a.pop("in_channels"), **a,
+       out=buf[:, 2:2 + cout], out_packed=packed, pool=True)
+    return buf, packed
+
+
+def _check_pooled(args, pshape, **kw):
+    got = _run_pooled(X.xnor_conv2d_fused, args, pshape, **kw)
+    want = _run_pooled(X.xnor_conv2d_fused_reference, args, pshape, **kw)
+    assert torch.equal(_bits(got[0]), _bits(want[0]))  # the untouched channels around the slice too
+    if got[1] is not None:
+        assert torch.equal(got[1], want[1])
+    return got
+
+
+POOL_SHAPES = [  # N, Cin, Cout, H, W: odd sides (last row / column only packed), 1-pixel sides, the stem's
+    (1, 64, 64, 9, 11), (2, 64, 32, 8, 8), (1, 65, 130, 5, 7), (1, 1, 1, 4, 3), (3, 63, 65, 6, 5),
+    (1, 64, 64, 1, 6), (1, 64, 64, 7, 1), (2, 128, 32, 13, 4), (1, 64, 64, 32, 32)]
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+@pytest.mark.parametrize("shape", POOL_SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_fused_pool_matches_reference(shape, threads, isa):
+    """pool=True: out = avg_pool2d(v + residual, 2, 2), bit for bit the two ops, out_packed full size."""
+    N, Cin, Cout, H, W = shape
+    args, _, pshape = _case(_gen(100 + sum(shape)), N, Cin, Cout, H, W)
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        _check_pooled(args, pshape)
+    finally:
+        torch.set_num_threads(old)
+
+
+@pytest.mark.parametrize("variant", ["nchw", "strided", "packed_x", "no_affine", "no_residual", "no_packed_out",
+                                     "stride2", "pad-1", "1x1_bias", "float64", "pack_first"])
+def test_fused_pool_variants(variant, isa, monkeypatch):
+    kw = dict(nchw=dict(layout="nchw"), strided=dict(layout="strided"), packed_x=dict(packed_x=True),
+              no_affine=dict(affine=False), no_residual=dict(residual=False), no_packed_out=dict(packed_out=False),
+              stride2=dict(stride=2), pack_first={}, **{"pad-1": dict(pad_value=-1), "1x1_bias": dict(k=1, padding=0),
+                                                          "float64": dict(dtype=torch.float64)})[variant]
+    if variant == "pack_first":
+        monkeypatch.setenv("FASTPOSE_ROW_PIPELINE", "0")
+    args, _, pshape = _case(_gen(200 + len(variant)), 2, 70, 67, 9, 10, **kw)
+    _check_pooled(args, pshape, layout="nchw" if kw.get("layout") else "cl")
+
+
+def test_fused_pool_signed_zeros(isa):
+    """Zero alpha makes every value a signed zero (-0.0 where the dot is negative): ATen's pool starts its
+    sum at +0.0, so four -0.0 pool to +0.0; the kernel has to agree bit for bit."""
+    args, _, pshape = _case(_gen(9), 1, 64, 64, 8, 8, residual=False, packed_out=False)
+    args["alpha"] = torch.zeros(64)
+    got, _ = _check_pooled(args, pshape)
+    assert (_bits(got[:, 2:66]) == 0).all()  # +0.0 everywhere, never -0.0
+
+
+def test_fused_pool_empty():
+    args, _, pshape = _case(_gen(10), 0, 64, 64, 5, 5)
+    got, packed = _run_pooled(X.xnor_conv2d_fused, args, pshape)
+    assert got.shape[0] == 0 and packed.shape[0] == 0
+
+
+def test_fused_pool_opcheck():
+    args, _, pshape = _case(_gen(12), 1, 70, 67, 6, 7)
+    a = dict(args)
+    out = torch.empty(1, 67, 3, 3).contiguous(memory_format=torch.channels_last)
+    packed = torch.empty(pshape, dtype=torch.int64)
+    opargs = (a["x"], a["weight_packed"], a["alpha"], a["bias"], 70, [1, 1], [1, 1], [1, 1], 0, a["in_scale"],
+              a["in_shift"], a["residual"], a["next_scale"], a["next_shift"], out, packed, True)
+    torch.library.opcheck(torch.ops.fastpose.xnor_conv2d_fused, opargs)
+
+
+def test_fused_pool_bad_inputs():
+    args, buf, pshape = _case(_gen(13), 1, 64, 32, 6, 6)
+
+    def call(out, **over):
+        a = dict(args, **over)
+        X.xnor_conv2d_fused(a.pop("x"), a.pop("weight_packed"), a.pop("alpha"), a.pop("bias"), a.pop("in_channels"),
+                            **a, out=out, out_packed=torch.empty(pshape, dtype=torch.int64), pool=True)
+
+    with pytest.raises(ValueError, match=r"out must be \(1, 32, 3, 3\) \(the 2x2 pool"):
+        call(buf[:, 2:34])  # the unpooled shape
+    with pytest.raises(ValueError, match="residual must be the convolution's output shape"):
+        call(torch.empty(1, 32, 3, 3), residual=torch.empty(1, 32, 3, 3))
+    res = torch.randn(1, 32, 6, 6)
+    with pytest.raises(ValueError, match="out must not overlap residual"):
+        call(res[:, :, :3, :3], residual=res)  # out inside the residual it is still reading
+
+
 # ------------------------------------------------------------------------------------------- the model
 
 

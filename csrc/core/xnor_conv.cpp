@@ -320,7 +320,7 @@ void xnor_conv_prepare_input_from(const XnorConvProblem& p, const PackSource& sr
 
 int64_t xnor_conv_units(const XnorConvProblem& p) {
   const int64_t cb = std::max<int64_t>(1, p.cout_block);
-  return p.N * p.Ho * ((p.Cout + cb - 1) / cb);
+  return p.N * (p.pool ? (p.Ho + 1) / 2 : p.Ho) * ((p.Cout + cb - 1) / cb);
 }
 
 // Per unit (n, oh, o0..o0+no): the popcount GEMM of the prepared rows over the vertically valid taps,
@@ -329,6 +329,41 @@ int64_t xnor_conv_units(const XnorConvProblem& p) {
 //   pad_value =  0: border pixels subtract the weight popcounts of their out-of-image taps and count
 //                   only their valid taps in k0,
 // so that dot = k0 - 2 S exactly; the epilogue never sees the border logic.
+namespace {
+
+// avg_pool2d(2, 2) of two scratch rows (XnorConvProblem::pool) into out row ph, channels [o0, o0 + no):
+// ATen's order and rounding ((((0 + a) + b) + c) + d) / 4; the 0 + keeps a -0.0 sum at +0.0 as ATen does.
+template <class A>
+void pool_rows(const XnorConvProblem& p, const A* s, int64_t n, int64_t ph, int64_t o0, int no) {
+  const int64_t C = p.Cout, Wp = p.Wo / 2;
+  const int64_t* os = p.out_strides;
+  const A* s1 = s + p.Wo * C;
+  for (int64_t pw = 0; pw < Wp; ++pw) {
+    const A* a = s + 2 * pw * C + o0;
+    const A* c = s1 + 2 * pw * C + o0;
+    A* dst = static_cast<A*>(p.out) + n * os[0] + ph * os[2] + pw * os[3] + o0 * os[1];
+    if (os[1] == 1) {
+      for (int o = 0; o < no; ++o) {
+        A v = A(0) + a[o];
+        v = v + a[C + o];
+        v = v + c[o];
+        v = v + c[C + o];
+        dst[o] = v / A(4);
+      }
+    } else {
+      for (int o = 0; o < no; ++o) {
+        A v = A(0) + a[o];
+        v = v + a[C + o];
+        v = v + c[o];
+        v = v + c[C + o];
+        dst[o * os[1]] = v / A(4);
+      }
+    }
+  }
+}
+
+}  // namespace
+
 void xnor_conv2d_forward(const XnorConvProblem& p, int64_t begin, int64_t end, Isa isa) {
   SingleRange r{begin, end};
   xnor_conv2d_forward_ranges(p, single_range, &r, isa);
@@ -393,10 +428,25 @@ void xnor_conv2d_forward_ranges(const XnorConvProblem& p, RangeSource next, void
     if (!p.x) packed_row.resize(p.W * CW);
   }
 
-  do {
-  for (int64_t u = begin; u < end; ++u) {
-    const int64_t ob = u % nob, row = u / nob;
-    const int64_t n = row / p.Ho, oh = row % p.Ho;
+  // Pooled: each row's elements go to a two-row scratch instead (element (o, ow) of row r at
+  // r * Wo * Cout + ow * Cout + o: n and oh drop out of its strides), which is then pooled into out.
+  std::vector<double> scratch;
+  XnorConvProblem rows_p[2] = {p, p};
+  if (p.pool) {
+    scratch.resize(2 * p.Wo * p.Cout);
+    for (int r = 0; r < 2; ++r) {
+      XnorConvProblem& q = rows_p[r];
+      q.pool = false;
+      q.stream_out = false;
+      q.out_strided = true;
+      q.out = dbl ? static_cast<void*>(scratch.data() + r * p.Wo * p.Cout)
+                  : static_cast<void*>(reinterpret_cast<float*>(scratch.data()) + r * p.Wo * p.Cout);
+      q.out_strides[0] = 0, q.out_strides[1] = 1, q.out_strides[2] = 0, q.out_strides[3] = p.Cout;
+    }
+  }
+
+  // One output row's channels [ob * cb, + cb): sums, border corrections, then the epilogue into pe's out.
+  const auto one_row = [&](int64_t n, int64_t oh, int64_t ob, const XnorConvProblem& pe) {
     const int64_t o0 = ob * cb;
     const int no = static_cast<int>(std::min(cb, p.Cout - o0));
     int nvi = 0;
@@ -489,10 +539,29 @@ void xnor_conv2d_forward_ranges(const XnorConvProblem& p, RangeSource next, void
       }
     }
     if (dbl)
-      epilogue<double>(p, n, oh, o0, no, 0, static_cast<int>(p.Wo), S.data(), Wop, k0.data(), nullptr);
+      epilogue<double>(pe, n, oh, o0, no, 0, static_cast<int>(p.Wo), S.data(), Wop, k0.data(), nullptr);
     else
-      epilogue<float>(p, n, oh, o0, no, 0, static_cast<int>(p.Wo), S.data(), Wop, k0.data(), nullptr);
-  }
+      epilogue<float>(pe, n, oh, o0, no, 0, static_cast<int>(p.Wo), S.data(), Wop, k0.data(), nullptr);
+  };
+
+  do {
+    for (int64_t u = begin; u < end; ++u) {
+      const int64_t ob = u % nob, ur = u / nob;
+      if (!p.pool) {
+        one_row(ur / p.Ho, ur % p.Ho, ob, p);
+        continue;
+      }
+      const int64_t Hp = (p.Ho + 1) / 2, n = ur / Hp, oh = 2 * (ur % Hp);
+      one_row(n, oh, ob, rows_p[0]);
+      if (oh + 1 >= p.Ho) continue;  // odd Ho: the last row only feeds out_packed
+      one_row(n, oh + 1, ob, rows_p[1]);
+      const int64_t o0 = ob * cb;
+      const int no = static_cast<int>(std::min(cb, p.Cout - o0));
+      if (dbl)
+        pool_rows<double>(p, scratch.data(), n, oh / 2, o0, no);
+      else
+        pool_rows<float>(p, reinterpret_cast<const float*>(scratch.data()), n, oh / 2, o0, no);
+    }
   } while (next(ctx, &begin, &end));
 }
 

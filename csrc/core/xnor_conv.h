@@ -80,6 +80,12 @@ struct XnorConvProblem {
   bool stream_out = false;
   // Fused epilogue: software prefetch of the residual ahead of its loads (AVX-512 path).
   bool prefetch_residual = true;
+  // Fused epilogue (out_strided), pooled: out receives avg_pool2d(out element, 2, 2) (floor mode) at
+  // (n, o, oh / 2, ow / 2) instead of the element itself, summed as ATen does, (((0 + a) + b) + c) + d for
+  // the pixels (2i, 2j), (2i, 2j + 1), (2i + 1, 2j), (2i + 1, 2j + 1), then divided by 4. Each work unit
+  // covers output rows 2i and 2i + 1 (units: N * ceil(Ho / 2) * channel blocks), whose elements pass
+  // through a per-thread scratch that stays in cache; out_packed is still written for every pixel.
+  bool pool = false;
   // Float input read lazily (x and xt unset): each work unit binarizes the input rows its taps read into
   // a per-thread ring of prepared rows (through the folded BatchNorm src_scale / src_shift when set, as
   // binarize_pack_affine; else binarize_pack), so every row is packed once per thread and range, just
@@ -148,7 +154,7 @@ void pack_row_affine_nhwc_f32_avx512(const float* src, int64_t C, int64_t W, int
 void pack_row_affine_nhwc_f32_avx2(const float* src, int64_t C, int64_t W, int64_t sw, const float* scale,
                                    const float* shift, uint64_t* dst, int64_t CW);
 
-// Work units: (n, oh, block of cout_block output channels).
+// Work units: (n, oh, block of cout_block output channels); pooled: (n, pair of rows oh, block).
 int64_t xnor_conv_units(const XnorConvProblem& p);
 void xnor_conv2d_forward(const XnorConvProblem& p, int64_t begin, int64_t end, Isa isa);
 // The same over the unit ranges next(ctx, &begin, &end) yields until it returns false, with the

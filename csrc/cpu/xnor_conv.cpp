@@ -293,13 +293,27 @@ at::Tensor pack_affine_impl(const at::Tensor& x, const at::Tensor& scale, const 
   return out;
 }
 
+// Whether the byte ranges [first element, last element] of a and b intersect (same storage).
+bool byte_ranges_meet(const at::Tensor& a, const at::Tensor& b) {
+  if (a.numel() == 0 || b.numel() == 0 || !a.storage().is_alias_of(b.storage())) return false;
+  const auto range = [](const at::Tensor& t) {
+    const char* lo = static_cast<const char*>(t.data_ptr());
+    int64_t last = 0;
+    for (int64_t d = 0; d < t.dim(); ++d) last += (t.size(d) - 1) * t.stride(d);
+    return std::make_pair(lo, lo + (last + 1) * t.element_size());
+  };
+  const auto [a0, a1] = range(a);
+  const auto [b0, b1] = range(b);
+  return a0 < b1 && b0 < a1;
+}
+
 void xnor_conv2d_fused_cpu(const at::Tensor& x, const at::Tensor& weight_packed, const c10::optional<at::Tensor>& alpha_o,
                            const c10::optional<at::Tensor>& bias_o, int64_t in_channels, at::IntArrayRef stride,
                            at::IntArrayRef padding, at::IntArrayRef dilation, int64_t pad_value,
                            const c10::optional<at::Tensor>& in_scale_o, const c10::optional<at::Tensor>& in_shift_o,
                            const c10::optional<at::Tensor>& residual_o, const c10::optional<at::Tensor>& next_scale_o,
                            const c10::optional<at::Tensor>& next_shift_o, const at::Tensor& out,
-                           const c10::optional<at::Tensor>& out_packed_o) {
+                           const c10::optional<at::Tensor>& out_packed_o, bool pool) {
   const char* op = "xnor_conv2d_fused";
   TORCH_CHECK_VALUE(in_channels >= 1, op, ": in_channels must be >= 1, got ", in_channels);
   TORCH_CHECK_VALUE(pad_value == 0 || pad_value == -1, op, ": pad_value must be 0 or -1, got ", pad_value);
@@ -344,16 +358,26 @@ void xnor_conv2d_fused_cpu(const at::Tensor& x, const at::Tensor& weight_packed,
   }
   const Geometry g = geometry(N, in_channels, H, W, weight_packed.size(0), weight_packed.size(1),
                               weight_packed.size(2), stride, padding, dilation);
-  TORCH_CHECK_VALUE(out.sizes() == at::IntArrayRef({g.N, g.Cout, g.Ho, g.Wo}), op, ": out must be (", g.N, ", ",
-                    g.Cout, ", ", g.Ho, ", ", g.Wo, "), got shape ", out.sizes());
+  // pool: out holds avg_pool2d(2, 2) of the (N, Cout, Ho, Wo) elements.
+  const int64_t Hout = pool ? g.Ho / 2 : g.Ho, Wout = pool ? g.Wo / 2 : g.Wo;
+  TORCH_CHECK_VALUE(out.sizes() == at::IntArrayRef({g.N, g.Cout, Hout, Wout}), op, ": out must be (", g.N, ", ",
+                    g.Cout, ", ", Hout, ", ", Wout, ")", pool ? " (the 2x2 pool of the convolution's output)" : "",
+                    ", got shape ", out.sizes());
   at::assert_no_internal_overlap(out);
   const at::Tensor residual = opt_tensor(residual_o);
   if (residual.defined()) {
-    TORCH_CHECK_VALUE(residual.sizes() == out.sizes(), op, ": residual must have out's shape ", out.sizes(), ", got ",
-                      residual.sizes());
+    TORCH_CHECK_VALUE(residual.sizes() == at::IntArrayRef({g.N, g.Cout, g.Ho, g.Wo}), op,
+                      ": residual must be the convolution's output shape (", g.N, ", ", g.Cout, ", ", g.Ho, ", ", g.Wo,
+                      "), got ", residual.sizes());
     TORCH_CHECK_TYPE(residual.scalar_type() == acc, op, ": residual must be ", acc, " like out, got ",
                      residual.scalar_type());
-    at::assert_no_partial_overlap(out, residual);
+    // Pooled, out and residual have different shapes: any shared byte is an error (strided views too,
+    // which ATen's overlap test leaves undecided).
+    if (pool) {
+      TORCH_CHECK_VALUE(!byte_ranges_meet(out, residual), op, ": with pool=True, out must not overlap residual");
+    } else {
+      at::assert_no_partial_overlap(out, residual);
+    }
   }
   const at::Tensor ns = opt_tensor(next_scale_o), nt = opt_tensor(next_shift_o);
   const at::Tensor out_packed = opt_tensor(out_packed_o);
@@ -370,7 +394,7 @@ void xnor_conv2d_fused_cpu(const at::Tensor& x, const at::Tensor& weight_packed,
                       ") int64 tensor, got shape ", out_packed.sizes());
     if (xp.defined()) at::assert_no_overlap(out_packed, xp);
   }
-  if (out.numel() == 0) return;
+  if (g.N * g.Cout * g.Ho * g.Wo == 0) return;  // (pooled, out may be empty while out_packed is not)
   const at::Tensor alpha = per_channel(opt_tensor(alpha_o), g, acc, "alpha");
   const at::Tensor bias = per_channel(opt_tensor(bias_o), g, acc, "bias");
   const at::Tensor w = weight_packed.contiguous();
@@ -415,7 +439,8 @@ void xnor_conv2d_fused_cpu(const at::Tensor& x, const at::Tensor& weight_packed,
   p.out_packed = out_packed.defined() ? reinterpret_cast<uint64_t*>(out_packed.data_ptr<int64_t>()) : nullptr;
   const core::Isa isa = core::active_isa();
   p.fused_isa = isa;
-  p.stream_out = stream_stores(span_bytes(out));
+  p.stream_out = !pool && stream_stores(span_bytes(out));
+  p.pool = pool;
   {
     const char* e = std::getenv("FASTPOSE_PREFETCH_RESIDUAL");  // A/B toggle, read per call
     p.prefetch_residual = e == nullptr || std::strcmp(e, "0") != 0;
@@ -424,7 +449,7 @@ void xnor_conv2d_fused_cpu(const at::Tensor& x, const at::Tensor& weight_packed,
   int64_t cb = std::min<int64_t>(g.Cout, 64);
   // Packed output: blocks of whole 64-channel words (xnor_conv.h), so no two threads share a word.
   if (!out_packed.defined())
-    while (cb > 4 && g.N * g.Ho * ((g.Cout + cb - 1) / cb) < 4 * threads) cb = (cb + 1) / 2;
+    while (cb > 4 && g.N * (pool ? (g.Ho + 1) / 2 : g.Ho) * ((g.Cout + cb - 1) / cb) < 4 * threads) cb = (cb + 1) / 2;
   p.cout_block = cb;
   const int64_t units = core::xnor_conv_units(p);
   parallel_unit_ranges(units, min_units_per_thread(p), [&](RangeSource next, void* ctx) {

@@ -32,6 +32,8 @@ projection of relu(bn(x)). Both are linear in what follows the ReLU, so this pat
 ``avg_pool(concat) + conv1x1(avg_pool(relu(bn(x))))`` instead of ``avg_pool(concat + conv1x1(relu(bn(x))))``:
 the projection at a quarter of the pixels (a tenth of the model's real-valued FLOPs). Both backends run it
 that way, so they stay bit-identical; against the module's own order it is equal up to float rounding.
+That block's convolutions also pool in their epilogue (``xnor_conv2d_fused(pool=True)``, bit for bit
+``avg_pool2d`` of the concatenation): its full-size float output (8 MB at 256x256) is never written.
 """
 import operator
 
@@ -163,9 +165,9 @@ def real_conv(conv, x):
 
 
 def _fused_op(x, wp, alpha, bias, cin, stride, padding, dilation, pad_value, s_in, t_in, res, s_nx, t_nx, *, out,
-              out_packed):
+              out_packed, pool=False):
     torch.ops.fastpose.xnor_conv2d_fused(x, wp, alpha, bias, cin, stride, padding, dilation, pad_value, s_in, t_in,
-                                         res, s_nx, t_nx, out, out_packed)
+                                         res, s_nx, t_nx, out, out_packed, pool)
 
 
 def _sign_weights(conv, acc):
@@ -295,7 +297,9 @@ def _hpm_block(blk, x, pool=False):
     plan = _block_plan(blk)
     late = pool and plan.shortcut is not None
     res = None if late else x if plan.shortcut is None else _projection(*plan.shortcut, x, fused=True)
-    out = _block_out(x, plan.cout)
+    # pool: every convolution writes the 2x2 average of its slice (the full-size block output only ever
+    # fed the pool; bit for bit avg_pool2d of it), its packed signs stay full size for the next one.
+    out = _block_out(x, plan.cout, pool)
     if x.device.type == "cpu":
         fused = _fused_op  # arguments built here: skip the Python-side checks (~150 calls per image)
     else:
@@ -309,9 +313,9 @@ def _hpm_block(blk, x, pool=False):
         s_in, t_in = aff[0] if k == 0 else (None, None)
         s_nx, t_nx = (None, None) if k == last else aff[k + 1]
         fused(inp, wp, alpha, bias, cin_k, stride, padding, dilation, pad_value, s_in, t_in,
-              None if res is None else res[:, c0:c1], s_nx, t_nx, out=out[:, c0:c1], out_packed=nxt)
+              None if res is None else res[:, c0:c1], s_nx, t_nx, out=out[:, c0:c1], out_packed=nxt, pool=pool)
         inp, c0 = nxt, c1
-    return _pool_block(out, x, plan.shortcut, late, True) if pool else out
+    return out.add_(_projection(*plan.shortcut, x, pool=True, fused=True)) if late else out
 
 
 def _pool_first_ok(blk):
@@ -326,9 +330,9 @@ def _pool_first_ok(blk):
                             and tuple(conv.stride) == (1, 1) and tuple(conv.padding) == (0, 0))
 
 
-def _pool_block(out, x, shortcut, late, fused):
+def _pool_block(out, x, shortcut, late):
     y = F.avg_pool2d(out, 2, 2)
-    return y.add_(_projection(*shortcut, x, pool=True, fused=fused)) if late else y
+    return y.add_(_projection(*shortcut, x, pool=True)) if late else y
 
 
 def _projection(affine, conv, x, pool=False, fused=False):
@@ -344,9 +348,11 @@ def _projection(affine, conv, x, pool=False, fused=False):
     return real_conv(conv, u.contiguous(memory_format=_CL) if x.is_contiguous(memory_format=_CL) else u)
 
 
-def _block_out(x, cout):
-    # The block output (concatenation of the three convolutions), in x's memory format.
+def _block_out(x, cout, pool=False):
+    # The block output (concatenation of the three convolutions; pool: its 2x2 average), in x's memory format.
     N, _, H, W = x.shape
+    if pool:
+        H, W = H // 2, W // 2
     cl = x.dim() == 4 and x.is_contiguous(memory_format=_CL)
     return torch.empty((N, cout, H, W), dtype=x.dtype, device=x.device,
                        memory_format=_CL if cl else torch.contiguous_format)
@@ -360,7 +366,7 @@ def _torch_block_forward(blk, x, pool=False):
     res = None if late else x if shortcut is None else _projection(*shortcut, x)
     out = _block_out(x, sum(c.out_channels for c in convs))
     _torch_block(blk, convs, x, res, out)
-    return _pool_block(out, x, shortcut, late, False) if pool else out
+    return _pool_block(out, x, shortcut, late) if pool else out
 
 
 def stacked_forward(model, x):

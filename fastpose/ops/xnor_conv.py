@@ -132,7 +132,7 @@ def _xnor_conv2d_packed_fake(x, weight_packed, alpha, bias, in_channels, stride,
 
 @torch.library.register_fake("fastpose::xnor_conv2d_fused")
 def _xnor_conv2d_fused_fake(x, weight_packed, alpha, bias, in_channels, stride, padding, dilation, pad_value,
-                            in_scale, in_shift, residual, next_scale, next_shift, out, out_packed):
+                            in_scale, in_shift, residual, next_scale, next_shift, out, out_packed, pool=False):
     return None  # writes out / out_packed in place
 
 
@@ -360,10 +360,11 @@ def xnor_conv2d_packed(x, weight_packed, alpha, bias, in_channels, stride=1, pad
 
 def xnor_conv2d_fused_reference(x, weight_packed, alpha, bias, in_channels, stride=1, padding=0, dilation=1,
                                 pad_value=0, in_scale=None, in_shift=None, residual=None, next_scale=None,
-                                next_shift=None, *, out, out_packed=None):
+                                next_shift=None, *, out, out_packed=None, pool=False):
     """``xnor_conv2d_fused`` through plain PyTorch ops (any device); writes ``out`` and ``out_packed``.
 
-    Every multiply and add is its own op, so each rounds once: exactly the kernel's arithmetic.
+    Every multiply and add is its own op, so each rounds once: exactly the kernel's arithmetic (pool:
+    ``F.avg_pool2d``'s, which the kernel reproduces).
     """
     stride, padding, dilation = _pair(stride, "stride"), _pair(padding, "padding"), _pair(dilation, "dilation")
     acc = out.dtype
@@ -390,12 +391,17 @@ def xnor_conv2d_fused_reference(x, weight_packed, alpha, bias, in_channels, stri
             if next_shift is not None:
                 u = u + next_shift.view(1, -1, 1, 1)
         out_packed.copy_(binarize_pack_reference(u))
-    out.copy_(v + residual if residual is not None else v)
+    v = v + residual if residual is not None else v
+    if pool:  # (avg_pool2d refuses a 1-pixel side, whose pooled output is empty)
+        if out.numel():
+            out.copy_(F.avg_pool2d(v, 2, 2))
+    else:
+        out.copy_(v)
 
 
 def xnor_conv2d_fused(x, weight_packed, alpha, bias, in_channels, stride=1, padding=0, dilation=1, pad_value=0,
                       in_scale=None, in_shift=None, residual=None, next_scale=None, next_shift=None, *, out,
-                      out_packed=None):
+                      out_packed=None, pool=False):
     """One binary convolution of a packed network stage, its results written in place (inference only).
 
     Computes, with every multiply and add rounded on its own (no fused multiply-add), in ``out.dtype``:
@@ -405,6 +411,10 @@ def xnor_conv2d_fused(x, weight_packed, alpha, bias, in_channels, stride=1, padd
         v   = conv2d(xb, sign(w)) * alpha + bias                  (as ``xnor_conv2d_packed``)
         out[...]        = v + residual                            (v without residual)
         out_packed[...] = binarize_pack(v * next_scale + next_shift)   (binarize_pack(v) without next_scale)
+
+    ``pool=True``: ``out[...] = avg_pool2d(v + residual, 2, 2)`` instead, (N, Cout, Ho // 2, Wo // 2), with
+    ATen's summation order, so bit for bit the two ops; the full-size values are never stored (a block
+    whose output is only pooled, like the HPM stem's). ``out_packed`` and ``residual`` stay full size.
 
     ``out``: float32/float64 (N, Cout, Ho, Wo) with any strides, e.g. a channel slice ``buf[:, c0:c1]`` of
     a concatenation written in place. ``residual``: out's shape and dtype (e.g. the matching slice of the
@@ -435,5 +445,5 @@ def xnor_conv2d_fused(x, weight_packed, alpha, bias, in_channels, stride=1, padd
     args = (x, weight_packed, alpha, bias, int(in_channels), stride, padding, dilation, int(pad_value), in_scale,
             in_shift, residual, next_scale, next_shift)
     if out.device.type != "cpu":
-        return xnor_conv2d_fused_reference(*args, out=out, out_packed=out_packed)
-    torch.ops.fastpose.xnor_conv2d_fused(*args, out, out_packed)
+        return xnor_conv2d_fused_reference(*args, out=out, out_packed=out_packed, pool=bool(pool))
+    torch.ops.fastpose.xnor_conv2d_fused(*args, out, out_packed, bool(pool))
