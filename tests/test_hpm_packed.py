@@ -489,6 +489,42 @@ def test_stem_pool_reordering_keeps_hooks():
     torch.testing.assert_close(hooked, plain, rtol=1e-3, atol=1e-3)  # the two orders differ by rounding
 
 
+def test_direct_traversal_keeps_hooks_and_modes():
+    """The packed forward runs the hourglass and its blocks without module calls, except where a call
+    would do something else: a forward hook (on a block, an hourglass level or its merge) still fires
+    with the same output, and a block left in training mode inside an eval model runs as a module."""
+    torch.manual_seed(4)
+    m = _randomise(models.create("binary_hpm_hourglass", stacks=1, num_joints=3, features=64, depth=2)).eval()
+    x = torch.randn(1, 3, 64, 64)
+    hg = m.hgs[0]
+    with torch.no_grad():
+        plain = m(x)[0]
+        for mod in (hg.low2.up1, hg.low2, hg.merge, m.tops[0]):
+            seen = []
+            handle = mod.register_forward_hook(lambda _m, _i, out: seen.append(out.clone()))
+            try:
+                hooked = m(x)[0]
+            finally:
+                handle.remove()
+            assert len(seen) == 1, type(mod).__name__
+            assert torch.equal(hooked, plain)
+        calls = []
+        handle = torch.nn.modules.module.register_module_forward_hook(
+            lambda mod, _i, _o: calls.append(mod) if mod is hg.low1 else None)
+        try:
+            # (a global hook also turns off the stem's pool-first order: equal up to rounding then)
+            torch.testing.assert_close(m(x)[0], plain, rtol=1e-3, atol=1e-3)
+        finally:
+            handle.remove()
+        assert calls == [hg.low1]  # a global hook reaches the blocks too
+        hg.low3.train()  # training-mode BatchNorm: batch statistics, a different value
+        trained = m(x)[0]
+        hg.low3.eval()
+    assert not torch.equal(trained, plain)
+    with torch.no_grad():
+        assert torch.equal(m(x)[0], plain)
+
+
 def test_model_cache_follows_parameters():
     """Folded BN / packed filters are cached per module: changing or reloading weights must show."""
     torch.manual_seed(1)

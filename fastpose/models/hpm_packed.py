@@ -166,8 +166,9 @@ def real_conv(conv, x):
 
 def _fused_op(x, wp, alpha, bias, cin, stride, padding, dilation, pad_value, s_in, t_in, res, s_nx, t_nx, *, out,
               out_packed, pool=False):
-    torch.ops.fastpose.xnor_conv2d_fused(x, wp, alpha, bias, cin, stride, padding, dilation, pad_value, s_in, t_in,
-                                         res, s_nx, t_nx, out, out_packed, pool)
+    # The overload itself: the packet's Python __call__ is a frame per call (~150 calls per image).
+    torch.ops.fastpose.xnor_conv2d_fused.default(x, wp, alpha, bias, cin, stride, padding, dilation, pad_value, s_in,
+                                                 t_in, res, s_nx, t_nx, out, out_packed, pool)
 
 
 def _sign_weights(conv, acc):
@@ -220,13 +221,17 @@ _CONV_ATTRS = operator.attrgetter("in_channels", "out_channels", "kernel_size", 
 _BN_ATTRS = operator.attrgetter("eps")
 
 
-def _plan_attrs(m):
+_TORCH_CONV_ATTRS = operator.attrgetter("stride", "padding", "dilation", "groups", "padding_mode")
+
+
+def _plan_attrs_getter(m):
+    # The getter of the plain attributes a plan derives from module m (None: m has none that matter).
     if isinstance(m, (XNORConv2d, PackedXNORConv2d)):
-        return _CONV_ATTRS(m)
+        return _CONV_ATTRS
     if isinstance(m, torch.nn.Conv2d):
-        return m.stride, m.padding, m.dilation, m.groups, m.padding_mode
+        return _TORCH_CONV_ATTRS
     if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-        return _BN_ATTRS(m)
+        return _BN_ATTRS
     return None
 
 
@@ -237,7 +242,7 @@ class _BlockPlan:
     changed in place or moved (``_version``, ``data_ptr``). The per-call checks are dictionary lookups, not
     module attribute access (a block's forward was ~40 us of Python, most of it re-deriving these)."""
 
-    __slots__ = ("dicts", "keys", "objs", "ids", "tensors", "versions", "ptrs", "mods", "attrs", "cacheable", "aff",
+    __slots__ = ("dicts", "keys", "objs", "ids", "tensors", "versions", "ptrs", "getters", "attrs", "cacheable", "aff",
                  "calls", "cout", "shortcut")
 
     def __init__(self, blk):
@@ -253,8 +258,8 @@ class _BlockPlan:
         self.versions = list(map(_VERSION, self.tensors))
         self.ptrs = list(map(torch.Tensor.data_ptr, self.tensors))
         # The plain attributes the derived values depend on (convolution geometry, BN eps, ...).
-        self.mods = mods
-        self.attrs = list(map(_plan_attrs, mods))
+        self.getters = [(g, m) for m in mods for g in (_plan_attrs_getter(m),) if g is not None]
+        self.attrs = [g(m) for g, m in self.getters]
         # A parametrized weight is computed on access from state the plan cannot see: no plan then.
         self.cacheable = not any(map(parametrize.is_parametrized, mods))
         self.aff = [bn_affine(b) for b in blk.bns]
@@ -275,7 +280,7 @@ class _BlockPlan:
                 and list(map(id, map(dict.get, self.dicts, self.keys))) == self.ids
                 and list(map(_VERSION, self.tensors)) == self.versions
                 and list(map(torch.Tensor.data_ptr, self.tensors)) == self.ptrs
-                and list(map(_plan_attrs, self.mods)) == self.attrs)
+                and [g(m) for g, m in self.getters] == self.attrs)
 
 
 def _block_plan(blk):
@@ -316,6 +321,34 @@ def _hpm_block(blk, x, pool=False):
               None if res is None else res[:, c0:c1], s_nx, t_nx, out=out[:, c0:c1], out_packed=nxt, pool=pool)
         inp, c0 = nxt, c1
     return out.add_(_projection(*plan.shortcut, x, pool=True, fused=True)) if late else out
+
+
+def _hooked(m):
+    return bool(m._forward_hooks or m._forward_pre_hooks or torch.nn.modules.module._global_forward_hooks
+                or torch.nn.modules.module._global_forward_pre_hooks)
+
+
+def _block_call(blk, x):
+    # blk(x) without the module call (~8 us of Python: __call__, the mode checks, a nested allocator
+    # scope) for a plain eval binary HPMBlock without hooks, which is what blk(x) would run here anyway.
+    from .hpm import HPMBlock
+    if type(blk) is HPMBlock and blk.binary and not blk.training and not _hooked(blk):
+        return _hpm_block(blk, x)
+    return blk(x)
+
+
+def _hourglass(hg, x):
+    # HPMHourglass.forward with its blocks through _block_call; a subclass or a hooked level is called.
+    from .hpm import HPMHourglass
+    from ..nn.merge import UpsampleAdd
+    if type(hg) is not HPMHourglass or _hooked(hg):
+        return hg(x)
+    up1 = _block_call(hg.up1, x)
+    low = _block_call(hg.low1, F.avg_pool2d(x, 2, 2))
+    low = _hourglass(hg.low2, low) if isinstance(hg.low2, HPMHourglass) else _block_call(hg.low2, low)
+    low = _block_call(hg.low3, low)
+    merge = hg.merge
+    return merge.forward(low, up1) if type(merge) is UpsampleAdd and not _hooked(merge) else merge(low, up1)
 
 
 def _pool_first_ok(blk):
@@ -387,11 +420,11 @@ def _stacked_forward(model, x):
         x = _hpm_block(blk, x, pool=True)
     else:
         x = F.avg_pool2d(blk(x), 2, 2)
-    x = model.stem[2](model.stem[1](x))
+    x = _block_call(model.stem[2], _block_call(model.stem[1], x))
     outs = []
     for i, hg in enumerate(model.hgs):
         conv, bn, _ = model.heads[i]
-        feat = conv_bn_relu(conv, bn, model.tops[i](hg(x)))
+        feat = conv_bn_relu(conv, bn, _block_call(model.tops[i], _hourglass(hg, x)))
         pred = real_conv(model.preds[i], feat)
         outs.append(pred.contiguous(memory_format=fmt))
         if i < len(model.hgs) - 1:
