@@ -39,12 +39,13 @@ TORCH_LIBRARY(fastpose, m) {
   // x float (packed as sign(x * in_scale + in_shift), or sign(x)) or packed int64; v = conv * alpha + bias
   // in out's dtype; out (any strides, e.g. a channel slice) = v + residual; out_packed = packed
   // sign(v * next_scale + next_shift), the next binary layer's input. Every multiply / add rounds once.
-  // pool: out = avg_pool2d(v + residual, 2, 2) instead (ATen's summation order), out_packed unchanged.
+  // up_residual (half size): out = (v + residual) + up_residual[.., oh / 2, ow / 2] (an hourglass merge).
+  // pool: out = avg_pool2d(that, 2, 2) instead (ATen's summation order), out_packed unchanged.
   m.def(
       "xnor_conv2d_fused(Tensor x, Tensor weight_packed, Tensor? alpha, Tensor? bias, int in_channels, "
       "int[2] stride, int[2] padding, int[2] dilation, int pad_value, Tensor? in_scale, Tensor? in_shift, "
       "Tensor? residual, Tensor? next_scale, Tensor? next_shift, Tensor(a!) out, Tensor(b!)? out_packed, "
-      "bool pool=False) -> ()");
+      "bool pool=False, Tensor? up_residual=None) -> ()");
   // Straight-through backward (composite of ATen ops): grads of (x, weight, bias); the ones not asked
   // for in output_mask come back empty.
   m.def(

@@ -252,6 +252,86 @@ def test_fused_bad_inputs():
         call(x=args["x"][:, :10])
 
 
+def _up_residual(g, N, C, Ho, Wo, dtype, layout):
+    # A channel slice [1, 1 + C) of a half-size buffer, in its own layout (nchw: the portable epilogue).
+    u = torch.randn(N, C + 3, Ho // 2, Wo // 2, generator=g, dtype=dtype)
+    if layout == "cl":
+        u = u.contiguous(memory_format=torch.channels_last)
+    return u[:, 1:1 + C]
+
+
+UP_SHAPES = [(1, 64, 64, 8, 10), (2, 256, 128, 8, 8), (1, 65, 130, 6, 4), (3, 63, 65, 2, 2), (1, 128, 32, 16, 16)]
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+@pytest.mark.parametrize("shape", UP_SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_fused_up_residual(shape, threads, isa):
+    """up_residual: out = (v + residual) + nearest_upsample2(up_residual), bit for bit."""
+    N, Cin, Cout, H, W = shape
+    g = _gen(300 + sum(shape))
+    args, buf, pshape = _case(g, N, Cin, Cout, H, W)
+    args["up_residual"] = _up_residual(g, N, Cout, H, W, torch.float32, "cl")
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        _check(args, buf, pshape)
+    finally:
+        torch.set_num_threads(old)
+
+
+@pytest.mark.parametrize("variant", ["nchw", "up_nchw", "no_residual", "no_packed_out", "pad-1", "packed_x",
+                                     "float64", "pool"])
+def test_fused_up_residual_variants(variant, isa):
+    kw = dict(nchw=dict(layout="nchw"), up_nchw={}, no_residual=dict(residual=False),
+              no_packed_out=dict(packed_out=False), packed_x=dict(packed_x=True), pool={},
+              **{"pad-1": dict(pad_value=-1), "float64": dict(dtype=torch.float64)})[variant]
+    g = _gen(400 + len(variant))
+    dtype = kw.get("dtype", torch.float32)
+    args, buf, pshape = _case(g, 2, 70, 67, 8, 12, **kw)
+    args["up_residual"] = _up_residual(g, 2, 67, 8, 12, dtype, "nchw" if variant in ("nchw", "up_nchw") else "cl")
+    if variant == "pool":
+        _check_pooled(args, pshape)
+    else:
+        _check(args, buf, pshape, packed_out=kw.get("packed_out", True))
+
+
+def test_fused_up_residual_bad_inputs():
+    g = _gen(14)
+    args, buf, pshape = _case(g, 1, 64, 32, 6, 6)
+
+    def call(up, out=None, **over):
+        a = dict(args, **over)
+        X.xnor_conv2d_fused(a.pop("x"), a.pop("weight_packed"), a.pop("alpha"), a.pop("bias"), a.pop("in_channels"),
+                            **a, out=buf[:, 2:34] if out is None else out,
+                            out_packed=torch.empty(pshape, dtype=torch.int64), up_residual=up)
+
+    with pytest.raises(ValueError, match=r"up_residual must be \(1, 32, 3, 3\)"):
+        call(torch.randn(1, 32, 6, 6))
+    with pytest.raises(TypeError, match="up_residual"):
+        call(torch.randn(1, 32, 3, 3).double())
+    with pytest.raises(ValueError, match="out must not overlap up_residual"):
+        out = torch.empty(1, 32, 6, 6).contiguous(memory_format=torch.channels_last)
+        call(out[:, :, :3, :3], out=out)
+    odd, _, oshape = _case(g, 1, 64, 32, 5, 5)
+    with pytest.raises(ValueError, match="even output size"):
+        a = dict(odd)
+        X.xnor_conv2d_fused(a.pop("x"), a.pop("weight_packed"), a.pop("alpha"), a.pop("bias"), a.pop("in_channels"),
+                            **a, out=torch.empty(1, 32, 5, 5), out_packed=torch.empty(oshape, dtype=torch.int64),
+                            up_residual=torch.randn(1, 32, 2, 2))
+
+
+def test_fused_up_residual_opcheck():
+    g = _gen(15)
+    args, buf, pshape = _case(g, 1, 70, 67, 6, 8)
+    a = dict(args)
+    out = buf[:, 2:69]
+    packed = torch.empty(pshape, dtype=torch.int64)
+    up = _up_residual(g, 1, 67, 6, 8, torch.float32, "cl")
+    opargs = (a["x"], a["weight_packed"], a["alpha"], a["bias"], 70, [1, 1], [1, 1], [1, 1], 0, a["in_scale"],
+              a["in_shift"], a["residual"], a["next_scale"], a["next_shift"], out, packed, False, up)
+    torch.library.opcheck(torch.ops.fastpose.xnor_conv2d_fused, opargs)
+
+
 def _bits(t):
     # Bitwise view: torch.equal takes -0.0 == +0.0, the pooled sums must match in the sign of zero too.
     return t.view(torch.int64 if t.dtype == torch.float64 else torch.int32)

@@ -69,6 +69,11 @@ struct XnorConvProblem {
   int64_t out_strides[4] = {0, 0, 0, 0};
   const void* residual = nullptr;  // out's dtype
   int64_t res_strides[4] = {0, 0, 0, 0};
+  // A second residual at half resolution, nearest-upsampled by 2 (an hourglass's merge of its lower
+  // branch): out element = (v + residual) + up_residual[n, o, oh / 2, ow / 2], each add rounded once;
+  // out's dtype, addressed like residual (n, o, oh / 2, ow / 2) by up_strides.
+  const void* up_residual = nullptr;
+  int64_t up_strides[4] = {0, 0, 0, 0};
   const void* next_scale = nullptr;  // (Cout) in acc type, or nullptr
   const void* next_shift = nullptr;  // (Cout) in acc type (with next_scale)
   // (N, Ho, Wo, xnor_words(Cout)). Each epilogue call stores whole words: output-channel blocks must

@@ -21,10 +21,12 @@ void fused_portable(const XnorConvProblem& p, int64_t n, int64_t oh, int64_t o0,
   const A* ns = static_cast<const A*>(p.next_scale);
   const A* nt = static_cast<const A*>(p.next_shift);
   const A* res = static_cast<const A*>(p.residual);
+  const A* up = static_cast<const A*>(p.up_residual);
   A* out = static_cast<A*>(p.out);
   int64_t os[4];
   out_strides_of(p, os);
   const int64_t* rs = p.res_strides;
+  const int64_t* us = p.up_strides;
   const int64_t CWo = xnor_words(p.Cout);
   const int64_t o_end = o0 + no;
   if (!p.out_packed && os[1] != 1) {
@@ -34,6 +36,7 @@ void fused_portable(const XnorConvProblem& p, int64_t n, int64_t oh, int64_t o0,
       const int64_t oc = o0 + o;
       A* dst = out + n * os[0] + oc * os[1] + oh * os[2];
       const A* r = res ? res + n * rs[0] + oc * rs[1] + oh * rs[2] : nullptr;
+      const A* u = up ? up + n * us[0] + oc * us[1] + (oh >> 1) * us[2] : nullptr;
       const int32_t* s = S + o * s_ostride;
       const int32_t* e = extra ? extra + o * s_ostride : nullptr;
       for (int q = 0; q < nq; ++q) {
@@ -45,6 +48,7 @@ void fused_portable(const XnorConvProblem& p, int64_t n, int64_t oh, int64_t o0,
           if (bnt) v = v + bnt[oc];
         }
         if (r) v = v + r[(q0 + q) * rs[3]];
+        if (u) v = v + u[((q0 + q) >> 1) * us[3]];
         dst[(q0 + q) * os[3]] = v;
       }
     }
@@ -54,6 +58,7 @@ void fused_portable(const XnorConvProblem& p, int64_t n, int64_t oh, int64_t o0,
     const int64_t ow = q0 + q;
     A* dst = out + n * os[0] + oh * os[2] + ow * os[3];
     const A* r = res ? res + n * rs[0] + oh * rs[2] + ow * rs[3] : nullptr;
+    const A* u = up ? up + n * us[0] + (oh >> 1) * us[2] + (ow >> 1) * us[3] : nullptr;
     uint64_t* words = p.out_packed ? p.out_packed + ((n * p.Ho + oh) * p.Wo + ow) * CWo : nullptr;
     // Channels grouped by packed word, so each word is assembled in a register and stored once.
     for (int64_t wi = o0 >> 6; wi <= (o_end - 1) >> 6; ++wi) {
@@ -78,6 +83,7 @@ void fused_portable(const XnorConvProblem& p, int64_t n, int64_t oh, int64_t o0,
           if (u >= A(0)) bits |= uint64_t(1) << (oc & 63);  // -0.0 -> +1, NaN -> -1, as binarize_pack
         }
         if (r) v = v + r[oc * rs[1]];
+        if (u) v = v + u[oc * us[1]];
         dst[oc * os[1]] = v;
       }
       if (words) {

@@ -53,7 +53,8 @@ inline void store8(float* d, __m256i m, bool full, bool stream, __m256 v) {
 bool channel_major(const XnorConvProblem& p, const int64_t os[4], int64_t n, int64_t oh, int64_t o0, int no,
                    int64_t q0, int nq, const int32_t* S, int64_t s_ostride, const int32_t* k0, const int32_t* extra) {
   const int64_t* rs = p.res_strides;
-  if (p.out_packed || os[3] != 1 || (p.residual && rs[3] != 1)) return false;
+  // (an up_residual, whose pixels repeat in pairs along W, is left to the portable form here)
+  if (p.out_packed || os[3] != 1 || (p.residual && rs[3] != 1) || p.up_residual) return false;
   const float* alpha = static_cast<const float*>(p.alpha);
   const float* bias = static_cast<const float*>(p.bias);
   const float* bns = static_cast<const float*>(p.bn_scale);
@@ -96,6 +97,8 @@ bool xnor_fused_epilogue_avx2(const XnorConvProblem& p, int64_t n, int64_t oh, i
   if (os[1] != 1) return channel_major(p, os, n, oh, o0, no, q0, nq, S, s_ostride, k0, extra);
   const int64_t* rs = p.res_strides;
   if (p.residual && rs[1] != 1) return false;
+  const int64_t* us = p.up_strides;
+  if (p.up_residual && us[1] != 1) return false;
   if (p.out_packed && (o0 % 64 != 0 || (no % 64 != 0 && o0 + no != p.Cout))) return false;
   const float* alpha = static_cast<const float*>(p.alpha);
   const float* bias = static_cast<const float*>(p.bias);
@@ -108,6 +111,8 @@ bool xnor_fused_epilogue_avx2(const XnorConvProblem& p, int64_t n, int64_t oh, i
   const __m256 zero = _mm256_setzero_ps();
   float* const out0 = static_cast<float*>(p.out) + n * os[0] + oh * os[2] + q0 * os[3] + o0;
   const float* const res0 = res ? res + n * rs[0] + oh * rs[2] + q0 * rs[3] + o0 : nullptr;
+  const float* const up0 = p.up_residual ? static_cast<const float*>(p.up_residual) + n * us[0] + (oh >> 1) * us[2] + o0
+                                         : nullptr;
   uint64_t* const words0 = p.out_packed ? p.out_packed + ((n * p.Ho + oh) * p.Wo + q0) * CWo + (o0 >> 6) : nullptr;
   // Tiles of 8 pixels x 8 channels: contiguous loads of S rows (border popcounts added), transposed in
   // registers, so the channel-contiguous output needs no gathers.
@@ -163,6 +168,7 @@ bool xnor_fused_epilogue_avx2(const XnorConvProblem& p, int64_t n, int64_t oh, i
           }
         }
         if (res0) v = _mm256_add_ps(v, _mm256_maskload_ps(res0 + q * rs[3] + j, m));
+        if (up0) v = _mm256_add_ps(v, _mm256_maskload_ps(up0 + ((q0 + q) >> 1) * us[3] + j, m));
         store8(out0 + q * os[3] + j, m, nc == 8, p.stream_out, v);
       }
     }

@@ -57,7 +57,8 @@ bool channel_major(const XnorConvProblem& p, const int64_t os[4], int64_t n, int
                    int64_t q0, int nq, const int32_t* S, int64_t s_ostride, const int32_t* k0, const int32_t* extra) {
   const int64_t* rs = p.res_strides;
   // Packed bits want a pixel's channels together (the NHWC path's transpose); strided pixels gain nothing.
-  if (p.out_packed || os[3] != 1 || (p.residual && rs[3] != 1)) return false;
+  // (an up_residual, whose pixels repeat in pairs along W, is left to the portable form here)
+  if (p.out_packed || os[3] != 1 || (p.residual && rs[3] != 1) || p.up_residual) return false;
   const float* alpha = static_cast<const float*>(p.alpha);
   const float* bias = static_cast<const float*>(p.bias);
   const float* bns = static_cast<const float*>(p.bn_scale);
@@ -105,6 +106,7 @@ bool xnor_fused_epilogue_avx512(const XnorConvProblem& p, int64_t n, int64_t oh,
   out_strides_of(p, os);
   if (os[1] != 1) return channel_major(p, os, n, oh, o0, no, q0, nq, S, s_ostride, k0, extra);
   if (p.residual && p.res_strides[1] != 1) return false;
+  if (p.up_residual && p.up_strides[1] != 1) return false;
   if (p.out_packed && (o0 % 64 != 0 || (no % 64 != 0 && o0 + no != p.Cout))) return false;
   if (s_ostride * 16 > (int64_t(1) << 30)) return false;
   const float* alpha = static_cast<const float*>(p.alpha);
@@ -122,6 +124,9 @@ bool xnor_fused_epilogue_avx512(const XnorConvProblem& p, int64_t n, int64_t oh,
   const __m512 zero = _mm512_setzero_ps();
   float* const out0 = static_cast<float*>(p.out) + n * os[0] + oh * os[2] + q0 * os[3] + o0;
   const float* const res0 = res ? res + n * rs[0] + oh * rs[2] + q0 * rs[3] + o0 : nullptr;
+  const int64_t* us = p.up_strides;
+  const float* const up0 = p.up_residual ? static_cast<const float*>(p.up_residual) + n * us[0] + (oh >> 1) * us[2] + o0
+                                         : nullptr;
   uint64_t* const words0 = p.out_packed ? p.out_packed + ((n * p.Ho + oh) * p.Wo + q0) * CWo + (o0 >> 6) : nullptr;
   const bool stream = p.stream_out;
   const bool prefetch = p.prefetch_residual;
@@ -179,6 +184,7 @@ bool xnor_fused_epilogue_avx512(const XnorConvProblem& p, int64_t n, int64_t oh,
               _mm_prefetch(reinterpret_cast<const char*>(res0 + (q + kAhead) * rs[3] + j), _MM_HINT_T0);
             v = add_rn(v, _mm512_maskz_loadu_ps(m, res0 + q * rs[3] + j));
           }
+          if (up0) v = add_rn(v, _mm512_maskz_loadu_ps(m, up0 + ((q0 + q) >> 1) * us[3] + j));
           float* d = out0 + q * os[3] + j;
           if (stream && nc == 16 && (reinterpret_cast<uintptr_t>(d) & 63) == 0)
             _mm512_stream_ps(d, v);
@@ -229,6 +235,7 @@ bool xnor_fused_epilogue_avx512(const XnorConvProblem& p, int64_t n, int64_t oh,
         }
       }
       if (r) v = add_rn(v, _mm512_maskz_loadu_ps(m, r + j));
+      if (up0) v = add_rn(v, _mm512_maskz_loadu_ps(m, up0 + (ow >> 1) * us[3] + j));
       _mm512_mask_storeu_ps(dst + j, m, v);
     }
   }

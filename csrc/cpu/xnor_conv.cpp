@@ -313,7 +313,8 @@ void xnor_conv2d_fused_cpu(const at::Tensor& x, const at::Tensor& weight_packed,
                            const c10::optional<at::Tensor>& in_scale_o, const c10::optional<at::Tensor>& in_shift_o,
                            const c10::optional<at::Tensor>& residual_o, const c10::optional<at::Tensor>& next_scale_o,
                            const c10::optional<at::Tensor>& next_shift_o, const at::Tensor& out,
-                           const c10::optional<at::Tensor>& out_packed_o, bool pool) {
+                           const c10::optional<at::Tensor>& out_packed_o, bool pool,
+                           const c10::optional<at::Tensor>& up_residual_o) {
   const char* op = "xnor_conv2d_fused";
   TORCH_CHECK_VALUE(in_channels >= 1, op, ": in_channels must be >= 1, got ", in_channels);
   TORCH_CHECK_VALUE(pad_value == 0 || pad_value == -1, op, ": pad_value must be 0 or -1, got ", pad_value);
@@ -379,6 +380,18 @@ void xnor_conv2d_fused_cpu(const at::Tensor& x, const at::Tensor& weight_packed,
       at::assert_no_partial_overlap(out, residual);
     }
   }
+  const at::Tensor up_res = opt_tensor(up_residual_o);
+  if (up_res.defined()) {
+    TORCH_CHECK_VALUE(g.Ho % 2 == 0 && g.Wo % 2 == 0, op, ": up_residual needs an even output size, got ", g.Ho,
+                      " x ", g.Wo);
+    TORCH_CHECK_VALUE(up_res.sizes() == at::IntArrayRef({g.N, g.Cout, g.Ho / 2, g.Wo / 2}), op,
+                      ": up_residual must be (", g.N, ", ", g.Cout, ", ", g.Ho / 2, ", ", g.Wo / 2,
+                      ") (half the convolution's output size), got ", up_res.sizes());
+    TORCH_CHECK_TYPE(up_res.scalar_type() == acc, op, ": up_residual must be ", acc, " like out, got ",
+                     up_res.scalar_type());
+    TORCH_CHECK_VALUE(up_res.device().is_cpu(), op, ": up_residual must be on the CPU");
+    TORCH_CHECK_VALUE(!byte_ranges_meet(out, up_res), op, ": out must not overlap up_residual");
+  }
   const at::Tensor ns = opt_tensor(next_scale_o), nt = opt_tensor(next_shift_o);
   const at::Tensor out_packed = opt_tensor(out_packed_o);
   TORCH_CHECK_VALUE(ns.defined() || !nt.defined(), op, ": next_shift needs next_scale");
@@ -433,6 +446,10 @@ void xnor_conv2d_fused_cpu(const at::Tensor& x, const at::Tensor& weight_packed,
   if (residual.defined()) {
     p.residual = residual.data_ptr();
     for (int i = 0; i < 4; ++i) p.res_strides[i] = residual.stride(i);
+  }
+  if (up_res.defined()) {
+    p.up_residual = up_res.data_ptr();
+    for (int i = 0; i < 4; ++i) p.up_strides[i] = up_res.stride(i);
   }
   p.next_scale = ns.defined() ? ns.data_ptr() : nullptr;
   p.next_shift = nt.defined() ? nt.data_ptr() : nullptr;

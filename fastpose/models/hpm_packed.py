@@ -34,6 +34,9 @@ the projection at a quarter of the pixels (a tenth of the model's real-valued FL
 that way, so they stay bit-identical; against the module's own order it is equal up to float rounding.
 That block's convolutions also pool in their epilogue (``xnor_conv2d_fused(pool=True)``, bit for bit
 ``avg_pool2d`` of the concatenation): its full-size float output (8 MB at 256x256) is never written.
+Likewise each hourglass level's merge ``up1 + upsample(low)`` is added in the epilogue of up1's block
+(``up_residual``; the lower branch runs first): ``(v + x) + low``, the same two roundings as the block's
+output followed by ``upsample_add``.
 """
 import operator
 
@@ -165,10 +168,10 @@ def real_conv(conv, x):
 
 
 def _fused_op(x, wp, alpha, bias, cin, stride, padding, dilation, pad_value, s_in, t_in, res, s_nx, t_nx, *, out,
-              out_packed, pool=False):
+              out_packed, pool=False, up_residual=None):
     # The overload itself: the packet's Python __call__ is a frame per call (~150 calls per image).
     torch.ops.fastpose.xnor_conv2d_fused.default(x, wp, alpha, bias, cin, stride, padding, dilation, pad_value, s_in,
-                                                 t_in, res, s_nx, t_nx, out, out_packed, pool)
+                                                 t_in, res, s_nx, t_nx, out, out_packed, pool, up_residual)
 
 
 def _sign_weights(conv, acc):
@@ -291,8 +294,9 @@ def _block_plan(blk):
     return plan
 
 
-def _hpm_block(blk, x, pool=False):
+def _hpm_block(blk, x, pool=False, up=None):
     # pool: avg_pool2d(block(x), 2, 2), a projected shortcut taken after the pool (module docstring).
+    # up: block(x) + nearest_upsample2(up), the hourglass merge in the epilogue (fastpose backend only).
     convs0 = blk.convs[0]
     N, cin, H, W = x.shape
     if cin != convs0.in_channels:
@@ -318,7 +322,8 @@ def _hpm_block(blk, x, pool=False):
         s_in, t_in = aff[0] if k == 0 else (None, None)
         s_nx, t_nx = (None, None) if k == last else aff[k + 1]
         fused(inp, wp, alpha, bias, cin_k, stride, padding, dilation, pad_value, s_in, t_in,
-              None if res is None else res[:, c0:c1], s_nx, t_nx, out=out[:, c0:c1], out_packed=nxt, pool=pool)
+              None if res is None else res[:, c0:c1], s_nx, t_nx, out=out[:, c0:c1], out_packed=nxt, pool=pool,
+              up_residual=None if up is None else up[:, c0:c1])
         inp, c0 = nxt, c1
     return out.add_(_projection(*plan.shortcut, x, pool=True, fused=True)) if late else out
 
@@ -328,13 +333,16 @@ def _hooked(m):
                 or torch.nn.modules.module._global_forward_pre_hooks)
 
 
+def _plain_block(blk):
+    # A block whose module call would run _hpm_block: an eval binary HPMBlock without hooks.
+    from .hpm import HPMBlock
+    return type(blk) is HPMBlock and blk.binary and not blk.training and not _hooked(blk)
+
+
 def _block_call(blk, x):
     # blk(x) without the module call (~8 us of Python: __call__, the mode checks, a nested allocator
-    # scope) for a plain eval binary HPMBlock without hooks, which is what blk(x) would run here anyway.
-    from .hpm import HPMBlock
-    if type(blk) is HPMBlock and blk.binary and not blk.training and not _hooked(blk):
-        return _hpm_block(blk, x)
-    return blk(x)
+    # scope) where that call would run _hpm_block anyway.
+    return _hpm_block(blk, x) if _plain_block(blk) else blk(x)
 
 
 def _hourglass(hg, x):
@@ -343,11 +351,20 @@ def _hourglass(hg, x):
     from ..nn.merge import UpsampleAdd
     if type(hg) is not HPMHourglass or _hooked(hg):
         return hg(x)
-    up1 = _block_call(hg.up1, x)
+    up1, merge = hg.up1, hg.merge
+    # The merge skip + upsample(low) in the skip block's epilogue (its output is never stored alone):
+    # the lower branch first, then up1 with it as up_residual, the same adds in the same order.
+    fuse = (type(merge) is UpsampleAdd and not merge.use_reference and not _hooked(merge) and _plain_block(up1)
+            and not up1.convs[0].use_reference and x.shape[-2] % 2 == 0 and x.shape[-1] % 2 == 0)
+    if not fuse:
+        up1 = _block_call(up1, x)
     low = _block_call(hg.low1, F.avg_pool2d(x, 2, 2))
     low = _hourglass(hg.low2, low) if isinstance(hg.low2, HPMHourglass) else _block_call(hg.low2, low)
     low = _block_call(hg.low3, low)
-    merge = hg.merge
+    if fuse and low.shape[-2:] == (x.shape[-2] // 2, x.shape[-1] // 2) and low.dtype == x.dtype:
+        return _hpm_block(up1, x, up=low)
+    if fuse:
+        up1 = _block_call(up1, x)
     return merge.forward(low, up1) if type(merge) is UpsampleAdd and not _hooked(merge) else merge(low, up1)
 
 

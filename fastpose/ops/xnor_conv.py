@@ -132,7 +132,8 @@ def _xnor_conv2d_packed_fake(x, weight_packed, alpha, bias, in_channels, stride,
 
 @torch.library.register_fake("fastpose::xnor_conv2d_fused")
 def _xnor_conv2d_fused_fake(x, weight_packed, alpha, bias, in_channels, stride, padding, dilation, pad_value,
-                            in_scale, in_shift, residual, next_scale, next_shift, out, out_packed, pool=False):
+                            in_scale, in_shift, residual, next_scale, next_shift, out, out_packed, pool=False,
+                            up_residual=None):
     return None  # writes out / out_packed in place
 
 
@@ -360,7 +361,7 @@ def xnor_conv2d_packed(x, weight_packed, alpha, bias, in_channels, stride=1, pad
 
 def xnor_conv2d_fused_reference(x, weight_packed, alpha, bias, in_channels, stride=1, padding=0, dilation=1,
                                 pad_value=0, in_scale=None, in_shift=None, residual=None, next_scale=None,
-                                next_shift=None, *, out, out_packed=None, pool=False):
+                                next_shift=None, *, out, out_packed=None, pool=False, up_residual=None):
     """``xnor_conv2d_fused`` through plain PyTorch ops (any device); writes ``out`` and ``out_packed``.
 
     Every multiply and add is its own op, so each rounds once: exactly the kernel's arithmetic (pool:
@@ -392,6 +393,8 @@ def xnor_conv2d_fused_reference(x, weight_packed, alpha, bias, in_channels, stri
                 u = u + next_shift.view(1, -1, 1, 1)
         out_packed.copy_(binarize_pack_reference(u))
     v = v + residual if residual is not None else v
+    if up_residual is not None:
+        v = v + up_residual.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)  # nearest, x2
     if pool:  # (avg_pool2d refuses a 1-pixel side, whose pooled output is empty)
         if out.numel():
             out.copy_(F.avg_pool2d(v, 2, 2))
@@ -401,7 +404,7 @@ def xnor_conv2d_fused_reference(x, weight_packed, alpha, bias, in_channels, stri
 
 def xnor_conv2d_fused(x, weight_packed, alpha, bias, in_channels, stride=1, padding=0, dilation=1, pad_value=0,
                       in_scale=None, in_shift=None, residual=None, next_scale=None, next_shift=None, *, out,
-                      out_packed=None, pool=False):
+                      out_packed=None, pool=False, up_residual=None):
     """One binary convolution of a packed network stage, its results written in place (inference only).
 
     Computes, with every multiply and add rounded on its own (no fused multiply-add), in ``out.dtype``:
@@ -411,6 +414,10 @@ def xnor_conv2d_fused(x, weight_packed, alpha, bias, in_channels, stride=1, padd
         v   = conv2d(xb, sign(w)) * alpha + bias                  (as ``xnor_conv2d_packed``)
         out[...]        = v + residual                            (v without residual)
         out_packed[...] = binarize_pack(v * next_scale + next_shift)   (binarize_pack(v) without next_scale)
+
+    ``up_residual``: out's dtype, (N, Cout, Ho / 2, Wo / 2) (even Ho, Wo), added nearest-upsampled after the
+    residual, ``out = (v + residual) + upsample2(up_residual)``: an hourglass level's merge of its lower
+    branch into the skip branch's last block, so the skip output is never stored on its own.
 
     ``pool=True``: ``out[...] = avg_pool2d(v + residual, 2, 2)`` instead, (N, Cout, Ho // 2, Wo // 2), with
     ATen's summation order, so bit for bit the two ops; the full-size values are never stored (a block
@@ -435,6 +442,8 @@ def xnor_conv2d_fused(x, weight_packed, alpha, bias, in_channels, stride=1, padd
         check_tensor("out_packed", out_packed, ndim=4, dtypes=(torch.int64,))
     if residual is not None:
         check_tensor("residual", residual, ndim=4, dtypes=(out.dtype,))
+    if up_residual is not None:
+        check_tensor("up_residual", up_residual, ndim=4, dtypes=(out.dtype,))
     if (in_scale is None) != (in_shift is None):
         raise ValueError("in_scale and in_shift go together")
     if next_scale is not None and out_packed is None:
@@ -445,5 +454,6 @@ def xnor_conv2d_fused(x, weight_packed, alpha, bias, in_channels, stride=1, padd
     args = (x, weight_packed, alpha, bias, int(in_channels), stride, padding, dilation, int(pad_value), in_scale,
             in_shift, residual, next_scale, next_shift)
     if out.device.type != "cpu":
-        return xnor_conv2d_fused_reference(*args, out=out, out_packed=out_packed, pool=bool(pool))
-    torch.ops.fastpose.xnor_conv2d_fused(*args, out, out_packed, bool(pool))
+        return xnor_conv2d_fused_reference(*args, out=out, out_packed=out_packed, pool=bool(pool),
+                                           up_residual=up_residual)
+    torch.ops.fastpose.xnor_conv2d_fused(*args, out, out_packed, bool(pool), up_residual)
