@@ -34,7 +34,9 @@ def _seed_and_threads():
     # FASTPOSE_TEST_SEED varies every test's inputs (a stress run: for s in 1 2 3; do ...).
     salt = int(os.environ.get("FASTPOSE_TEST_SEED", "0"))
     torch.manual_seed(zlib.crc32(os.environ.get("PYTEST_CURRENT_TEST", "").encode()) ^ salt)
+    threads = torch.get_num_threads()
     yield
+    torch.set_num_threads(threads)  # a test may set its own count without restoring it
 
 
 @pytest.fixture(autouse=True)

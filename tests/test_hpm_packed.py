@@ -271,12 +271,8 @@ def test_fused_up_residual(shape, threads, isa):
     g = _gen(300 + sum(shape))
     args, buf, pshape = _case(g, N, Cin, Cout, H, W)
     args["up_residual"] = _up_residual(g, N, Cout, H, W, torch.float32, "cl")
-    old = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        _check(args, buf, pshape)
-    finally:
-        torch.set_num_threads(old)
+    torch.set_num_threads(threads)  # (restored by conftest's autouse fixture)
+    _check(args, buf, pshape)
 
 
 @pytest.mark.parametrize("variant", ["nchw", "up_nchw", "no_residual", "no_packed_out", "pad-1", "packed_x",
@@ -370,12 +366,8 @@ def test_fused_pool_matches_reference(shape, threads, isa):
     """pool=True: out = avg_pool2d(v + residual, 2, 2), bit for bit the two ops, out_packed full size."""
     N, Cin, Cout, H, W = shape
     args, _, pshape = _case(_gen(100 + sum(shape)), N, Cin, Cout, H, W)
-    old = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        _check_pooled(args, pshape)
-    finally:
-        torch.set_num_threads(old)
+    torch.set_num_threads(threads)  # (restored by conftest's autouse fixture)
+    _check_pooled(args, pshape)
 
 
 @pytest.mark.parametrize("variant", ["nchw", "strided", "packed_x", "no_affine", "no_residual", "no_packed_out",
