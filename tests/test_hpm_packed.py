@@ -316,6 +316,42 @@ def test_fused_up_residual_bad_inputs():
                             up_residual=torch.randn(1, 32, 2, 2))
 
 
+def test_fused_pool_up_residual_small_blocks(isa):
+    """No out_packed and few rows: the channel blocks shrink (down to a partial last block); pool and
+    up_residual together stay bit-exact at 3 threads."""
+    g = _gen(16)
+    args, _, pshape = _case(g, 1, 64, 67, 4, 6, packed_out=False)
+    args["up_residual"] = _up_residual(g, 1, 67, 4, 6, torch.float32, "cl")
+    torch.set_num_threads(3)  # (restored by conftest's autouse fixture)
+    _check_pooled(args, pshape)
+
+
+def test_fused_out_packed_overlaps_refused():
+    g = _gen(17)
+    args, buf, pshape = _case(g, 1, 64, 32, 6, 6, residual=False)
+    a = dict(args)
+    big = torch.empty(4096, dtype=torch.int64)
+    packed = big[:36].view(pshape)
+    up = big.view(torch.float32)[:2 * 32 * 9].view(2, 32, 3, 3)[:1]  # shares bytes with packed
+    with pytest.raises(ValueError, match="out_packed must not overlap up_residual"):
+        X.xnor_conv2d_fused(a.pop("x"), a.pop("weight_packed"), a.pop("alpha"), a.pop("bias"), a.pop("in_channels"),
+                            **a, out=buf[:, 2:34], out_packed=packed, up_residual=up)
+
+
+def test_fused_shapes_checked_before_device_dispatch():
+    """The shape checks are in Python too, so the plain-PyTorch path of other devices cannot broadcast."""
+    g = _gen(18)
+    args, buf, pshape = _case(g, 1, 64, 32, 6, 6)
+    for over, msg in ((dict(up_residual=torch.randn(1, 1, 3, 3)), "up_residual must be"),
+                      (dict(residual=torch.randn(1, 32, 1, 1)), "residual must be the convolution"),
+                      (dict(pool=True), r"out must be \(1, 32, 3, 3\)")):
+        a = dict(args, **over)
+        with pytest.raises(ValueError, match=msg):
+            X.xnor_conv2d_fused(a.pop("x"), a.pop("weight_packed"), a.pop("alpha"), a.pop("bias"),
+                                a.pop("in_channels"), **a, out=buf[:, 2:34],
+                                out_packed=torch.empty(pshape, dtype=torch.int64))
+
+
 def test_fused_up_residual_opcheck():
     g = _gen(15)
     args, buf, pshape = _case(g, 1, 70, 67, 6, 8)

@@ -323,12 +323,6 @@ int64_t xnor_conv_units(const XnorConvProblem& p) {
   return p.N * (p.pool ? (p.Ho + 1) / 2 : p.Ho) * ((p.Cout + cb - 1) / cb);
 }
 
-// Per unit (n, oh, o0..o0+no): the popcount GEMM of the prepared rows over the vertically valid taps,
-// S[o][q] = sum popc(x ^ w), where horizontally out-of-image taps read zero bits (= -1 values), then
-//   pad_value = -1: the vertically invalid taps, which also read -1, add their weight popcounts;
-//   pad_value =  0: border pixels subtract the weight popcounts of their out-of-image taps and count
-//                   only their valid taps in k0,
-// so that dot = k0 - 2 S exactly; the epilogue never sees the border logic.
 namespace {
 
 // avg_pool2d(2, 2) of two scratch rows (XnorConvProblem::pool) into out row ph, channels [o0, o0 + no):
@@ -336,7 +330,7 @@ namespace {
 template <class A>
 void pool_rows(const XnorConvProblem& p, const A* s, int64_t n, int64_t ph, int64_t o0, int no) {
   const int64_t C = p.Cout, Wp = p.Wo / 2;
-  const int64_t* os = p.out_strides;
+  const int64_t* os = p.out_strides;  // pool needs out_strided (the fused op's form; checked by the caller)
   const A* s1 = s + p.Wo * C;
   for (int64_t pw = 0; pw < Wp; ++pw) {
     const A* a = s + 2 * pw * C + o0;
@@ -364,6 +358,12 @@ void pool_rows(const XnorConvProblem& p, const A* s, int64_t n, int64_t ph, int6
 
 }  // namespace
 
+// Per unit (n, oh, o0..o0+no): the popcount GEMM of the prepared rows over the vertically valid taps,
+// S[o][q] = sum popc(x ^ w), where horizontally out-of-image taps read zero bits (= -1 values), then
+//   pad_value = -1: the vertically invalid taps, which also read -1, add their weight popcounts;
+//   pad_value =  0: border pixels subtract the weight popcounts of their out-of-image taps and count
+//                   only their valid taps in k0,
+// so that dot = k0 - 2 S exactly; the epilogue never sees the border logic.
 void xnor_conv2d_forward(const XnorConvProblem& p, int64_t begin, int64_t end, Isa isa) {
   SingleRange r{begin, end};
   xnor_conv2d_forward_ranges(p, single_range, &r, isa);
@@ -432,6 +432,7 @@ void xnor_conv2d_forward_ranges(const XnorConvProblem& p, RangeSource next, void
   // r * Wo * Cout + ow * Cout + o: n and oh drop out of its strides), which is then pooled into out.
   std::vector<double> scratch;
   XnorConvProblem rows_p[2] = {p, p};
+  if (p.pool && !p.out_strided) return;  // (a contract violation: pool_rows addresses out by out_strides)
   if (p.pool) {
     scratch.resize(2 * p.Wo * p.Cout);
     for (int r = 0; r < 2; ++r) {

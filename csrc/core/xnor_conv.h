@@ -62,7 +62,8 @@ struct XnorConvProblem {
   //   out_packed bit (n, oh, ow, o) = ((v * next_scale[o]) + next_shift[o]) >= 0, two roundings, in the
   //     packed layout (-0.0 -> 1, NaN -> 0): the sign of the next layer's folded BatchNorm of v;
   //     without next_scale, v >= 0.
-  //   out element = v + residual element (one rounding; v without a residual).
+  //   out element = v + residual element (one rounding; v without a residual), then + up_residual
+  //     (below) when set; pool: out holds the 2x2 average of those elements.
   // out (with out_strided) and residual are addressed n * s[0] + o * s[1] + oh * s[2] + ow * s[3]
   // (elements), so a channel slice of a larger tensor is written in place.
   bool out_strided = false;

@@ -75,12 +75,12 @@ void fused_portable(const XnorConvProblem& p, int64_t n, int64_t oh, int64_t o0,
           if (bnt) v = v + bnt[oc];
         }
         if (words) {
-          A u = v;
+          A b = v;
           if (ns) {
-            u = u * ns[oc];
-            if (nt) u = u + nt[oc];
+            b = b * ns[oc];
+            if (nt) b = b + nt[oc];
           }
-          if (u >= A(0)) bits |= uint64_t(1) << (oc & 63);  // -0.0 -> +1, NaN -> -1, as binarize_pack
+          if (b >= A(0)) bits |= uint64_t(1) << (oc & 63);  // -0.0 -> +1, NaN -> -1, as binarize_pack
         }
         if (r) v = v + r[oc * rs[1]];
         if (u) v = v + u[oc * us[1]];

@@ -293,7 +293,8 @@ at::Tensor pack_affine_impl(const at::Tensor& x, const at::Tensor& scale, const 
   return out;
 }
 
-// Whether the byte ranges [first element, last element] of a and b intersect (same storage).
+// Whether the byte ranges [first element, last element] of a and b intersect (same storage). Conservative:
+// interleaved but disjoint views of one buffer count as overlapping (documented on the op).
 bool byte_ranges_meet(const at::Tensor& a, const at::Tensor& b) {
   if (a.numel() == 0 || b.numel() == 0 || !a.storage().is_alias_of(b.storage())) return false;
   const auto range = [](const at::Tensor& t) {
@@ -406,6 +407,12 @@ void xnor_conv2d_fused_cpu(const at::Tensor& x, const at::Tensor& weight_packed,
                       ": out_packed must be a contiguous (", g.N, ", ", g.Ho, ", ", g.Wo, ", ", CWo,
                       ") int64 tensor, got shape ", out_packed.sizes());
     if (xp.defined()) at::assert_no_overlap(out_packed, xp);
+    // Written by other threads while these are read or written: no shared byte at all.
+    TORCH_CHECK_VALUE(!byte_ranges_meet(out_packed, out), op, ": out_packed must not overlap out");
+    if (residual.defined())
+      TORCH_CHECK_VALUE(!byte_ranges_meet(out_packed, residual), op, ": out_packed must not overlap residual");
+    if (up_res.defined())
+      TORCH_CHECK_VALUE(!byte_ranges_meet(out_packed, up_res), op, ": out_packed must not overlap up_residual");
   }
   if (g.N * g.Cout * g.Ho * g.Wo == 0) return;  // (pooled, out may be empty while out_packed is not)
   const at::Tensor alpha = per_channel(opt_tensor(alpha_o), g, acc, "alpha");

@@ -302,6 +302,8 @@ def _hpm_block(blk, x, pool=False, up=None):
     if cin != convs0.in_channels:
         raise ValueError(f"HPMBlock: x must have {convs0.in_channels} channels, got shape {tuple(x.shape)}")
     if convs0.use_reference:
+        if up is not None:
+            raise ValueError("HPMBlock: up (the fused merge) is for the fastpose backend only")
         return _torch_block_forward(blk, x, pool)
     plan = _block_plan(blk)
     late = pool and plan.shortcut is not None
@@ -353,7 +355,8 @@ def _hourglass(hg, x):
         return hg(x)
     up1, merge = hg.up1, hg.merge
     # The merge skip + upsample(low) in the skip block's epilogue (its output is never stored alone):
-    # the lower branch first, then up1 with it as up_residual, the same adds in the same order.
+    # the lower branch first, then up1 with it as up_residual, the same adds in the same order. (up1 has
+    # no hooks then, global ones included, so running it after the lower branch is not observable.)
     fuse = (type(merge) is UpsampleAdd and not merge.use_reference and not _hooked(merge) and _plain_block(up1)
             and not up1.convs[0].use_reference and x.shape[-2] % 2 == 0 and x.shape[-1] % 2 == 0)
     if not fuse:

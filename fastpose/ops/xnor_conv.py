@@ -423,9 +423,10 @@ def xnor_conv2d_fused(x, weight_packed, alpha, bias, in_channels, stride=1, padd
     ATen's summation order, so bit for bit the two ops; the full-size values are never stored (a block
     whose output is only pooled, like the HPM stem's). ``out_packed`` and ``residual`` stay full size.
 
-    ``out``: float32/float64 (N, Cout, Ho, Wo) with any strides, e.g. a channel slice ``buf[:, c0:c1]`` of
-    a concatenation written in place. ``residual``: out's shape and dtype (e.g. the matching slice of the
-    shortcut). ``out_packed``: contiguous int64 (N, Ho, Wo, ceil(Cout / 64)): the next binary convolution's
+    ``out``: float32/float64 (N, Cout, Ho, Wo) (pool: (N, Cout, Ho // 2, Wo // 2)) with any strides, e.g. a
+    channel slice ``buf[:, c0:c1]`` of a concatenation written in place. ``residual``: (N, Cout, Ho, Wo) in
+    out's dtype (e.g. the matching slice of the shortcut). With pool or up_residual, and for out_packed,
+    the overlap test is by byte span: views that interleave in one buffer are refused even if disjoint. ``out_packed``: contiguous int64 (N, Ho, Wo, ceil(Cout / 64)): the next binary convolution's
     packed input, so its BatchNorm + sign never materialise a float tensor. in_scale / in_shift: (Cin) in
     x's dtype; next_scale / next_shift: (Cout) in out's dtype. ``v >= 0`` maps to +1 (-0.0 too), NaN to -1.
 
@@ -451,6 +452,23 @@ def xnor_conv2d_fused(x, weight_packed, alpha, bias, in_channels, stride=1, padd
     if not isinstance(pad_value, (int, float)) or pad_value not in (0, -1):
         raise ValueError(f"pad_value must be 0 or -1, got {pad_value!r}")
     stride, padding, dilation = _pair(stride, "stride"), _pair(padding, "padding"), _pair(dilation, "dilation")
+    # Shapes here too: the reference that other devices run would broadcast a wrong one silently.
+    N, H, W = (x.shape[0], x.shape[1], x.shape[2]) if x.dtype == torch.int64 else (x.shape[0], x.shape[2], x.shape[3])
+    cout, kh, kw = weight_packed.shape[:3]
+    conv = (N, cout, _out_size(H, kh, stride[0], padding[0], dilation[0]),
+            _out_size(W, kw, stride[1], padding[1], dilation[1]))
+    want = (N, cout, conv[2] // 2, conv[3] // 2) if pool else conv
+    if tuple(out.shape) != want:
+        raise ValueError(f"out must be {want}{' (the 2x2 pool of the convolution output)' if pool else ''}, "
+                         f"got shape {tuple(out.shape)}")
+    if residual is not None and tuple(residual.shape) != conv:
+        raise ValueError(f"residual must be the convolution's output shape {conv}, got {tuple(residual.shape)}")
+    if up_residual is not None:
+        if conv[2] % 2 or conv[3] % 2:
+            raise ValueError(f"up_residual needs an even output size, got {conv[2]} x {conv[3]}")
+        if tuple(up_residual.shape) != (N, cout, conv[2] // 2, conv[3] // 2):
+            raise ValueError(f"up_residual must be {(N, cout, conv[2] // 2, conv[3] // 2)} (half the convolution's "
+                             f"output size), got {tuple(up_residual.shape)}")
     args = (x, weight_packed, alpha, bias, int(in_channels), stride, padding, dilation, int(pad_value), in_scale,
             in_shift, residual, next_scale, next_shift)
     if out.device.type != "cpu":
