@@ -373,10 +373,8 @@ def _hourglass(hg, x):
 
 def _pool_first_ok(blk):
     # The projection commutes with the pool only as a pointwise (1x1, stride 1, unpadded) linear map; and
-    # a block with forward hooks is called as a module so that they run.
-    from .hpm import HPMBlock
-    if type(blk) is not HPMBlock or blk._forward_hooks or blk._forward_pre_hooks or \
-            torch.nn.modules.module._global_forward_hooks or torch.nn.modules.module._global_forward_pre_hooks:
+    # a block whose module call would run something else (hooks, training mode) is called as a module.
+    if not _plain_block(blk):
         return False
     conv = blk.shortcut[2] if blk.shortcut is not None else None
     return conv is None or (type(conv) is torch.nn.Conv2d and tuple(conv.kernel_size) == (1, 1)
