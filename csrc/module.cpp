@@ -8,6 +8,10 @@
 #include "cpu/caching_allocator.h"
 #include "core/xnor_conv.h"
 
+namespace fastpose {
+int xnor_alpha_sum_lanes();  // cpu/xnor_conv.cpp
+}
+
 #ifndef FASTPOSE_WITH_CUDA
 #define FASTPOSE_WITH_CUDA 0
 #endif
@@ -49,6 +53,10 @@ PYBIND11_MODULE(_C, m) {
         "The CPU instruction set kernels use now (honours FASTPOSE_ISA).");
   m.def("popcount_peak", &popcount_peak, pybind11::arg("iters") = 1000000, pybind11::arg("reps") = 20,
         "Binary MAC/s of a register-only xor+popcount+add loop on the active ISA (best of reps runs).");
+  m.def("xnor_alpha_sum_lanes", [] {
+    const bool avail = fastpose::core::pack_weight_abs_f32_available(9, fastpose::core::active_isa());
+    return avail ? fastpose::xnor_alpha_sum_lanes() : 0;
+  }, "Lanes of ATen's float sum that xnor_conv2d's one-pass alpha reproduces here (8 or 16), 0 if it uses ATen's mean.");
   // The caching CPU allocator (public API: fastpose/cpu_allocator.py).
   m.def("caching_allocator_enable", &fastpose::caching_allocator_enable, pybind11::arg("max_cached_bytes"),
         pybind11::arg("min_block_bytes"));

@@ -122,6 +122,56 @@ def test_weight_with_storage_offset(isa):
     assert torch.equal(got, literal_reference(x, w, None, 1, 1, 1, True, 0))
 
 
+# alpha's sums of |w| come from the weight pack in ATen's summation order (checked against ATen once per
+# process; 0 lanes: ATen's own mean). Rows around the vector / group / cascade-level lengths, values whose
+# sums round at every step, Cout = 1 and rows past the cap (ATen's mean), 1 and 2 threads.
+ALPHA_CASES = [(2, 16, 1), (3, 17, 1), (2, 2, 3), (5, 7, 3), (4, 64, 3), (3, 128, 3), (2, 256, 3), (2, 3, 7),
+               (3, 1153, 1), (2, 913, 3), (2, 7000, 3), (1, 128, 3), (2, 8000, 3)]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("case", ALPHA_CASES, ids=[",".join(map(str, c)) for c in ALPHA_CASES])
+def test_alpha_sums_like_aten(isa, case, threads):
+    cout, cin, k = case
+    w = torch.randn(cout, cin, k, k) * torch.exp2(torch.randint(-12, 13, (cout, cin, k, k)).float())
+    x = torch.randn(1, cin, 3, 3)
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        got = xnor_conv2d(x, w, None, 1, k // 2)
+    finally:
+        torch.set_num_threads(old)
+    assert torch.equal(got, literal_reference(x, w, None, 1, k // 2, 1, True, 0))
+
+
+def test_alpha_sum_lanes_found():
+    # On AVX-512 + BMI2 the one-pass alpha must be in use (a silent fallback would only be slower).
+    lanes = fastpose._C.xnor_alpha_sum_lanes()
+    if fastpose._C.cpu_isa() == "avx512":
+        assert lanes in (8, 16)
+    else:
+        assert lanes == 0
+
+
+def test_alpha_sums_like_aten_default_capability():
+    # ATen's default (non-AVX) kernels sum in 8-lane vectors too; a fresh process, as the capability is
+    # fixed at start-up.
+    import subprocess
+    import sys
+    code = ("import torch, fastpose\n"
+            "from fastpose.ops import xnor_conv2d, xnor_conv2d_reference\n"
+            "assert torch.backends.cpu.get_cpu_capability() == 'DEFAULT'\n"
+            "w = torch.randn(6, 300, 3, 3) * torch.exp2(torch.randint(-12, 13, (6, 300, 3, 3)).float())\n"
+            "x = torch.randn(1, 300, 4, 4)\n"
+            "ref = xnor_conv2d_reference(x, w, None, [1, 1], [1, 1], [1, 1], True, 0)\n"
+            "assert torch.equal(xnor_conv2d(x, w, None, 1, 1), ref)\n"
+            "print(fastpose._C.xnor_alpha_sum_lanes())\n")
+    env = dict(__import__("os").environ, ATEN_CPU_CAPABILITY="default")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert int(out.stdout.split()[-1]) in ((8, 16) if fastpose._C.cpu_isa() == "avx512" else (0,))
+
+
 def test_popcount_peak(isa):
     peak = fastpose._C.popcount_peak(10000, 2)
     assert peak > 0

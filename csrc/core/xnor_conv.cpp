@@ -203,12 +203,12 @@ bool pack_weight_abs_f32_available(int64_t K, Isa isa) {
 #endif
 }
 
-void pack_weight_abs_f32(const float* w, int64_t Cin, int64_t K, uint64_t* dst, float* absw, int64_t co_begin,
-                         int64_t co_end) {
+void pack_weight_abs_f32(const float* w, int64_t Cin, int64_t K, uint64_t* dst, float* abs_sum, int sum_lanes,
+                         int64_t co_begin, int64_t co_end) {
 #if defined(__x86_64__) && defined(__GNUC__)
-  pack_weight_abs_f32_avx512(w, Cin, K, dst, absw, co_begin, co_end);
+  pack_weight_abs_f32_avx512(w, Cin, K, dst, abs_sum, sum_lanes, co_begin, co_end);
 #else
-  (void)w, (void)Cin, (void)K, (void)dst, (void)absw, (void)co_begin, (void)co_end;
+  (void)w, (void)Cin, (void)K, (void)dst, (void)abs_sum, (void)sum_lanes, (void)co_begin, (void)co_end;
 #endif
 }
 
@@ -309,7 +309,9 @@ void xnor_conv_prepare_input_from(const XnorConvProblem& p, const PackSource& sr
   // Packed in blocks of rows (pack_rows: long channel streams) into a small buffer, then laid out row
   // by row; the second pass touches 1/32 of the bytes of the first (float32).
   const int64_t RS = xnor_conv_xt_row_words(p);
-  const int64_t kBlock = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, p.W * p.CW));  // <= 256 KB or 1 row
+  const int64_t kBlock = std::min<int64_t>(std::max<int64_t>(1, end - begin),
+                                          std::max<int64_t>(1, 32768 / std::max<int64_t>(1, p.W * p.CW)));
+  // (<= 256 KB or 1 row, and no more rows than the range: the vector is zero-filled)
   std::vector<uint64_t> tmp(kBlock * p.W * p.CW);
   for (int64_t r0 = begin; r0 < end; r0 += kBlock) {
     const int64_t r1 = std::min(end, r0 + kBlock);

@@ -186,14 +186,19 @@ void xnor_gemm_block_avx512(const uint64_t* x, const int64_t* xoff, int nk, cons
 int64_t xnor_popcount_peak_loop(int64_t iters, Isa isa);
 // The weight of xnor_conv2d's float path in one pass: a contiguous float32 (Cout, Cin, K = KH * KW) weight ->
 // its packed words (Cout, K, CW) (binarize_pack of (Cout, Cin, 1, K): the layout of (Cout, KH, KW, CW))
-// and, when absw is not null, |w| into absw (Cout, Cin, K). Output channels [co_begin, co_end).
+// and, when abs_sum is not null, each output channel's sum of |w| into abs_sum (Cout): the additions and
+// their order are those of ATen's CPU sum of a contiguous row with Vectorized<float> of sum_lanes (8: the
+// AVX2 / default builds, 16: AVX-512) lanes, so abs_sum / (Cin K) is `w.abs().mean((1, 2, 3))` bit for bit
+// (for Cin K >= sum_lanes). Output channels [co_begin, co_end).
 // Only where pack_weight_abs_f32_available(K, isa): AVX-512 with BMI2 and K <= kPackWeightMaxTaps.
 constexpr int64_t kPackWeightMaxTaps = 49;  // 7x7; the method holds to 64, the table (K x K) sizes the stack
 bool pack_weight_abs_f32_available(int64_t K, Isa isa);
-void pack_weight_abs_f32(const float* w, int64_t Cin, int64_t K, uint64_t* dst, float* absw, int64_t co_begin,
-                         int64_t co_end);
-void pack_weight_abs_f32_avx512(const float* w, int64_t Cin, int64_t K, uint64_t* dst, float* absw,
-                                int64_t co_begin, int64_t co_end);
+void pack_weight_abs_f32(const float* w, int64_t Cin, int64_t K, uint64_t* dst, float* abs_sum, int sum_lanes,
+                         int64_t co_begin, int64_t co_end);
+// shuffle = false: the pext tap gather even where the bit-shuffle one exists (tests of both).
+void pack_weight_abs_f32_avx512(const float* w, int64_t Cin, int64_t K, uint64_t* dst, float* abs_sum,
+                                int sum_lanes, int64_t co_begin, int64_t co_end, bool shuffle = true);
+bool pack_weight_shuffle_available();  // AVX512-VBMI2 + BITALG (Ice Lake, Zen 4 and later)
 int64_t xnor_popcount_peak_avx512(int64_t iters);
 int64_t xnor_popcount_peak_avx2(int64_t iters);
 

@@ -4,6 +4,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cmath>
 
 #include "core/xnor_conv.h"
 
@@ -62,8 +63,8 @@ struct TapGather {
   }
 };
 
-// The sign words of a chunk (n = channels * K floats at src; |w| to ab unless null); lanes past n are 0.
-inline void chunk_sign_words(const float* src, int64_t n, float* ab, uint64_t* words, int64_t K) {
+// The sign words of a chunk (n = channels * K floats at src); lanes past n are 0.
+inline void chunk_sign_words(const float* src, int64_t n, uint64_t* words, int64_t K) {
   const __m512 zero = _mm512_setzero_ps();
   // One word per 4 vectors, built in a register (an or into words[] in memory would chain every vector
   // through a store-to-load forward).
@@ -77,52 +78,213 @@ inline void chunk_sign_words(const float* src, int64_t n, float* ab, uint64_t* w
       const __m512 v = _mm512_maskz_loadu_ps(m, src + i);
       // Ordered >= : -0.0 -> +1, NaN -> -1, as binarize_pack.
       word |= uint64_t(_mm512_mask_cmp_ps_mask(m, v, zero, _CMP_GE_OQ)) << (16 * q);
-      if (ab) _mm512_mask_storeu_ps(ab + i, m, _mm512_abs_ps(v));
     }
     words[j] = word;
   }
   for (int64_t j = (n + 63) / 64; j < K; ++j) words[j] = 0;
 }
 
-// KC > 0: the tap count known at compile time (3x3: the gather loops unroll).
-template <int64_t KC>
-__attribute__((target("bmi2"))) void pack_weight_abs_impl(const float* w, int64_t Cin, int64_t Krt, uint64_t* dst,
-                                                          float* absw, int64_t co_begin, int64_t co_end,
-                                                          const TapGather& tg) {
+// |x| of 8 / 16 floats: the vector types of ATen's Vectorized<float> on AVX2 and AVX-512 builds.
+struct V8 {
+  using T = __m256;
+  static constexpr int L = 8;
+  static T zero() { return _mm256_setzero_ps(); }
+  static T load_abs(const float* p) {
+    return _mm256_and_ps(_mm256_loadu_ps(p), _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff)));
+  }
+  static T add(T a, T b) { return _mm256_add_ps(a, b); }
+  static void store(float* d, T v) { _mm256_storeu_ps(d, v); }
+};
+struct V16 {
+  using T = __m512;
+  static constexpr int L = 16;
+  static T zero() { return _mm512_setzero_ps(); }
+  static T load_abs(const float* p) { return _mm512_abs_ps(_mm512_loadu_ps(p)); }
+  static T add(T a, T b) { return _mm512_add_ps(a, b); }
+  static void store(float* d, T v) { _mm512_storeu_ps(d, v); }
+};
+
+inline int64_t ceil_log2_min1(int64_t x) { return x <= 2 ? 1 : 64 - __builtin_clzll(uint64_t(x - 1)); }
+
+// sum |row[0, n)| with the additions, operands and order of ATen's CPU sum of a contiguous row
+// (SumKernel.cpp, vectorized_inner_sum on V::L-lane vectors), so that it divided by n is bit for bit
+// `w.abs().mean(...)`: vectors are taken four at a time (four accumulators); the groups are summed in
+// a 4-level cascade that carries level j into level j + 1 every 2^p groups (p = max(4, ceil_log2(groups)
+// / 4)); then the levels, the leftover vectors and the four accumulators are added into the first;
+// the scalar tail is summed from 0, then the first accumulator's lanes are added to it in lane order,
+// and the result is added to ATen's zero-filled output. Needs n >= V::L (shorter rows take another ATen
+// path); xnor_conv2d checks the whole thing against ATen once per process before it relies on it.
+// R rows at once (R x 4 independent accumulator chains: one row's four leave the adder's latency idle).
+template <class V, int R>
+void aten_order_abs_sum(const float* const* row, int64_t n, float* out) {
+  using T = typename V::T;
+  constexpr int L = V::L;
+  const int64_t nv = n / L, ng = nv / 4;
+  const int64_t p = std::max<int64_t>(4, ceil_log2_min1(ng) / 4);
+  const int64_t step = int64_t(1) << p, mask = step - 1;
+  T acc[R][4][4];
+  for (auto& r : acc)
+    for (auto& lv : r)
+      for (auto& a : lv) a = V::zero();
+  int64_t i = 0;
+  while (i + step <= ng) {
+    for (int64_t j = 0; j < step; ++j, ++i)
+      for (int r = 0; r < R; ++r)
+        for (int k = 0; k < 4; ++k) acc[r][0][k] = V::add(acc[r][0][k], V::load_abs(row[r] + (i * 4 + k) * L));
+    for (int lv = 1; lv < 4; ++lv) {
+      for (int r = 0; r < R; ++r)
+        for (int k = 0; k < 4; ++k)
+          acc[r][lv][k] = V::add(acc[r][lv][k], acc[r][lv - 1][k]), acc[r][lv - 1][k] = V::zero();
+      if ((i & (mask << (lv * p))) != 0) break;
+    }
+  }
+  for (; i < ng; ++i)
+    for (int r = 0; r < R; ++r)
+      for (int k = 0; k < 4; ++k) acc[r][0][k] = V::add(acc[r][0][k], V::load_abs(row[r] + (i * 4 + k) * L));
+  for (int r = 0; r < R; ++r) {
+    T* a = acc[r][0];
+    for (int lv = 1; lv < 4; ++lv)
+      for (int k = 0; k < 4; ++k) a[k] = V::add(a[k], acc[r][lv][k]);
+    for (int64_t v = ng * 4; v < nv; ++v) a[0] = V::add(a[0], V::load_abs(row[r] + v * L));
+    for (int k = 1; k < 4; ++k) a[0] = V::add(a[0], a[k]);
+    float total = 0.f;
+    for (int64_t e = nv * L; e < n; ++e) total += std::fabs(row[r][e]);
+    alignas(64) float lanes[L];
+    V::store(lanes, a[0]);
+    for (int k = 0; k < L; ++k) total += lanes[k];
+    out[r] = 0.f + total;
+  }
+}
+
+// abs_sum[co] for co in [c0, c1) of a (Cout, n) weight, two rows at a time.
+template <class V>
+void aten_order_abs_sums(const float* w, int64_t n, int64_t c0, int64_t c1, float* abs_sum) {
+  int64_t co = c0;
+  for (; co + 2 <= c1; co += 2) {
+    const float* rows[2] = {w + co * n, w + (co + 1) * n};
+    aten_order_abs_sum<V, 2>(rows, n, abs_sum + co);
+  }
+  if (co < c1) {
+    const float* rows[1] = {w + co * n};
+    aten_order_abs_sum<V, 1>(rows, n, abs_sum + co);
+  }
+}
+
+// Tap words by pext (any K <= kPackWeightMaxTaps): tap k gathers its bits from words (k >> 6) ..
+// ((63 K + k) >> 6), one pext each (81 for 3x3 per chunk: the pass's limit, one pext a cycle).
+struct PextTaps {
+  const TapGather& tg;
+  int64_t K;
+  __attribute__((target("bmi2"))) void operator()(const uint64_t* words, uint64_t* d, int64_t CW) const {
+    for (int64_t k = 0; k < K; ++k) {
+      uint64_t r = 0;
+      for (int64_t j = k >> 6; j <= ((63 * K + k) >> 6); ++j) r |= _pext_u64(words[j], tg.mask[k][j]) << tg.shift[k][j];
+      d[k * CW] = r;
+    }
+  }
+};
+
+// Tap words by bit shuffle (K <= 9; AVX512-VBMI2 + BITALG): channel c = 8 j + t of tap k is bit
+// 8 j K + k + t K of the chunk's bit string; for K <= 9 the eight bits of group j lie in the 64-bit window
+// starting at 8 j K + k, at offsets t K. Qword lane j of one vector gets that window (a double-qword
+// shift of two permuted words), and one vpshufbitqmb picks offsets {0, K, .., 7 K} in every lane: the
+// 64 mask bits are the tap's word. Four instructions a tap instead of ~9 pexts.
+constexpr int64_t kShuffleMaxTaps = 9;
+struct ShuffleTaps {
+  __m512i lo[kShuffleMaxTaps], hi[kShuffleMaxTaps], shift[kShuffleMaxTaps], pick;
+  int64_t K;
+  explicit ShuffleTaps(int64_t K_) : K(K_) {
+    alignas(64) int64_t l[8], h[8], sh[8];
+    alignas(64) uint8_t pk[64];
+    for (int64_t k = 0; k < K; ++k) {
+      for (int j = 0; j < 8; ++j) {
+        const int64_t b = 8 * j * K + k;
+        l[j] = b >> 6, h[j] = (b >> 6) + 1, sh[j] = b & 63;  // word indices <= 9 (10 and up never: K <= 9)
+      }
+      lo[k] = _mm512_load_si512(l), hi[k] = _mm512_load_si512(h), shift[k] = _mm512_load_si512(sh);
+    }
+    for (int i = 0; i < 64; ++i) pk[i] = static_cast<uint8_t>((i % 8) * K);
+    pick = _mm512_load_si512(pk);
+  }
+  __attribute__((target("avx512vbmi2,avx512bitalg"))) void operator()(const uint64_t* words, uint64_t* d,
+                                                                      int64_t CW) const {
+    // words[0, K) (zeros past the chunk's bits); lanes past K read as 0 and feed no picked bit.
+    const __m512i s0 = _mm512_maskz_loadu_epi64(K >= 8 ? __mmask8(0xff) : __mmask8((1u << K) - 1), words);
+    const __m512i s1 = K > 8 ? _mm512_maskz_loadu_epi64(__mmask8((1u << (K - 8)) - 1), words + 8)
+                             : _mm512_setzero_si512();
+    for (int64_t k = 0; k < K; ++k) {
+      const __m512i a = _mm512_permutex2var_epi64(s0, lo[k], s1), b = _mm512_permutex2var_epi64(s0, hi[k], s1);
+      d[k * CW] = _mm512_bitshuffle_epi64_mask(_mm512_shrdv_epi64(a, b, shift[k]), pick);
+    }
+  }
+};
+
+// KC > 0: the tap count known at compile time (3x3: the gather loops unroll). Taps: PextTaps / ShuffleTaps.
+template <int64_t KC, class Taps>
+inline void pack_weight_abs_impl(const float* w, int64_t Cin, int64_t Krt, uint64_t* dst, float* abs_sum,
+                                 int sum_lanes, int64_t co_begin, int64_t co_end, const Taps& taps) {
   const int64_t K = KC > 0 ? KC : Krt;
   const int64_t CW = xnor_words(Cin);
   uint64_t words[kPackWeightMaxTaps];
   for (int64_t co = co_begin; co < co_end; ++co) {
     for (int64_t cw = 0; cw < CW; ++cw) {
       const int64_t nc = std::min<int64_t>(64, Cin - cw * 64), off = (co * Cin + cw * 64) * K;
-      chunk_sign_words(w + off, nc * K, absw ? absw + off : nullptr, words, K);
-      uint64_t* d = dst + co * K * CW + cw;
-      for (int64_t k = 0; k < K; ++k) {
-        uint64_t r = 0;
-        for (int64_t j = k >> 6; j <= ((63 * K + k) >> 6); ++j) r |= _pext_u64(words[j], tg.mask[k][j]) << tg.shift[k][j];
-        d[k * CW] = r;
-      }
+      chunk_sign_words(w + off, nc * K, words, K);
+      taps(words, dst + co * K * CW + cw, CW);
+    }
+    // Every two rows (just read: in L1 or L2), their sums.
+    const bool pair_done = (co - co_begin) % 2 == 1 || co + 1 == co_end;
+    if (abs_sum && pair_done) {
+      const int64_t c0 = co - (co - co_begin) % 2;
+      if (sum_lanes == 16)
+        aten_order_abs_sums<V16>(w, Cin * K, c0, co + 1, abs_sum);
+      else
+        aten_order_abs_sums<V8>(w, Cin * K, c0, co + 1, abs_sum);
     }
   }
 }
 
-}  // namespace
-
-// A contiguous float32 weight (Cout, Cin, K) -> sign words (Cout, K, CW) and |w| (Cout, Cin, K), output
-// channels [co_begin, co_end). A chunk of 64 input channels is 64 K contiguous floats: their sign bits,
-// in memory order, fill K words, with tap k of channel c at bit c K + k; tap k's word is a bit gather of
-// that string, one pext per source word. Replaces a strided pack (channel stride K) and an abs pass.
-// Reached only after the BMI2 check (pack_weight_abs_f32_available); BMI2 here too so the body inlines.
-__attribute__((target("bmi2"))) void pack_weight_abs_f32_avx512(const float* w, int64_t Cin, int64_t K,
-                                                                 uint64_t* dst, float* absw, int64_t co_begin,
-                                                                 int64_t co_end) {
+__attribute__((target("bmi2"))) void pack_pext(const float* w, int64_t Cin, int64_t K, uint64_t* dst,
+                                               float* abs_sum, int sum_lanes, int64_t co_begin, int64_t co_end) {
   if (K == 9) {
     static constexpr TapGather k3x3(9);
-    pack_weight_abs_impl<9>(w, Cin, K, dst, absw, co_begin, co_end, k3x3);
+    pack_weight_abs_impl<9>(w, Cin, K, dst, abs_sum, sum_lanes, co_begin, co_end, PextTaps{k3x3, 9});
   } else {
     const TapGather tg(K);  // ~29 KB of stack
-    pack_weight_abs_impl<0>(w, Cin, K, dst, absw, co_begin, co_end, tg);
+    pack_weight_abs_impl<0>(w, Cin, K, dst, abs_sum, sum_lanes, co_begin, co_end, PextTaps{tg, K});
   }
+}
+
+__attribute__((target("avx512vbmi2,avx512bitalg"))) void pack_shuffle(const float* w, int64_t Cin, int64_t K,
+                                                                      uint64_t* dst, float* abs_sum, int sum_lanes,
+                                                                      int64_t co_begin, int64_t co_end) {
+  const ShuffleTaps taps(K);
+  if (K == 9)
+    pack_weight_abs_impl<9>(w, Cin, K, dst, abs_sum, sum_lanes, co_begin, co_end, taps);
+  else
+    pack_weight_abs_impl<0>(w, Cin, K, dst, abs_sum, sum_lanes, co_begin, co_end, taps);
+}
+
+}  // namespace
+
+bool pack_weight_shuffle_available() {
+  static const bool ok = __builtin_cpu_supports("avx512vbmi2") && __builtin_cpu_supports("avx512bitalg");
+  return ok;
+}
+
+// A contiguous float32 weight (Cout, Cin, K) -> sign words (Cout, K, CW) and, unless abs_sum is null,
+// sum |w| per output channel into abs_sum (Cout) in ATen's order for sum_lanes (8 or 16); output
+// channels [co_begin, co_end). A chunk of 64 input channels is 64 K contiguous floats: their sign bits,
+// in memory order, fill K words, with tap k of channel c at bit c K + k; tap k's word is a bit gather of
+// that string (ShuffleTaps where the CPU has it and K <= 9, else PextTaps). Replaces a strided pack
+// (channel stride K); the sum of |w| per output channel (ATen's order) replaces an abs pass and ATen's mean.
+// Reached only after the BMI2 check (pack_weight_abs_f32_available).
+void pack_weight_abs_f32_avx512(const float* w, int64_t Cin, int64_t K, uint64_t* dst, float* abs_sum,
+                                int sum_lanes, int64_t co_begin, int64_t co_end, bool shuffle) {
+  if (shuffle && K <= kShuffleMaxTaps && pack_weight_shuffle_available())
+    pack_shuffle(w, Cin, K, dst, abs_sum, sum_lanes, co_begin, co_end);
+  else
+    pack_pext(w, Cin, K, dst, abs_sum, sum_lanes, co_begin, co_end);
 }
 
 }  // namespace core

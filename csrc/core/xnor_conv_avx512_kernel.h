@@ -34,9 +34,16 @@ void xnor512_gemm(const uint64_t* x, const int64_t* xoff, int nk, const uint64_t
         acc[o][q] = _mm512_add_epi64(acc[o][q], _mm512_popcnt_epi64(_mm512_xor_si512(xv[q], wv)));
     }
   } while (++k < nk);
-  for (int o = 0; o < OB; ++o)
-    for (int q = 0; q < PB; ++q)
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(S + o * ss + 8 * q), _mm512_maskz_cvtepi64_epi32(static_cast<__mmask8>(0xff), acc[o][q]));
+  // Pairs of pixel vectors as one 512-bit store: the epilogue reads S back at once in 16-pixel vectors, and
+  // a load that spans two stores still in the store buffer cannot be forwarded (it waits for both).
+  for (int o = 0; o < OB; ++o) {
+    int q = 0;
+    for (; q + 2 <= PB; q += 2) {
+      const __m256i lo = _mm512_cvtepi64_epi32(acc[o][q]), hi = _mm512_cvtepi64_epi32(acc[o][q + 1]);
+      _mm512_storeu_si512(S + o * ss + 8 * q, _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1));
+    }
+    if (q < PB) _mm256_storeu_si256(reinterpret_cast<__m256i*>(S + o * ss + 8 * q), _mm512_cvtepi64_epi32(acc[o][q]));
+  }
 }
 
 typedef void (*Xnor512Fn)(const uint64_t*, const int64_t*, int, const uint64_t*, int64_t, const int64_t*, int32_t*,

@@ -65,6 +65,34 @@ bool channel_major(const XnorConvProblem& p, const int64_t os[4], int64_t n, int
   const float* bnt = static_cast<const float*>(p.bn_shift);
   const float* res = static_cast<const float*>(p.residual);
   const bool stream = p.stream_out;
+  if (!bns && !res && !extra && nq <= 64) {
+    // xnor_conv2d's own case (alpha, bias): short rows (a small layer's 1-4 vectors per channel) make the
+    // per-channel work the cost, so k0 is loaded once for all channels and nothing else is tested inside.
+    __m512i kv[4];
+    __mmask16 km[4];
+    const int nt = (nq + 15) / 16;
+    for (int t = 0; t < nt; ++t) km[t] = lanes(nq - 16 * t), kv[t] = _mm512_maskz_loadu_epi32(km[t], k0 + 16 * t);
+    float* const dst0 = static_cast<float*>(p.out) + n * os[0] + oh * os[2] + q0;
+    for (int o = 0; o < no; ++o) {
+      const int64_t oc = o0 + o;
+      float* dst = dst0 + oc * os[1];
+      const int32_t* s = S + o * s_ostride;
+      const __m512 va = _mm512_set1_ps(alpha ? alpha[oc] : 1.f), vb = _mm512_set1_ps(bias ? bias[oc] : 0.f);
+      for (int t = 0; t < nt; ++t) {
+        __m512 v = _mm512_cvtepi32_ps(
+            _mm512_sub_epi32(kv[t], _mm512_slli_epi32(_mm512_maskz_loadu_epi32(km[t], s + 16 * t), 1)));
+        if (alpha) v = mul_rn(v, va);
+        if (bias) v = add_rn(v, vb);
+        float* d = dst + 16 * t;
+        if (stream && km[t] == 0xffff && (reinterpret_cast<uintptr_t>(d) & 63) == 0)
+          _mm512_stream_ps(d, v);
+        else
+          _mm512_mask_storeu_ps(d, km[t], v);
+      }
+    }
+    if (stream) _mm_sfence();
+    return true;
+  }
   for (int o = 0; o < no; ++o) {
     const int64_t oc = o0 + o;
     float* dst = static_cast<float*>(p.out) + n * os[0] + oc * os[1] + oh * os[2] + q0;

@@ -7,7 +7,9 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <vector>
 
 #include "core/xnor_conv.h"
@@ -179,6 +181,56 @@ at::Tensor conv_packed_impl(const at::Tensor& xp, const at::Tensor& wp, const at
   return out;
 }
 
+// alpha = mean |w| is defined as ATen's `w.abs().mean((1, 2, 3))`, whose float sum has a fixed order
+// (core::pack_weight_abs_f32 documents it) for a contiguous weight with at least two output channels
+// (one output: ATen may split the row over threads) and rows of at least a vector. Rows are capped at
+// 64 K floats (the longest checked below; real filters have at most a few times 10 K).
+bool sums_like_aten(int64_t Cout, int64_t n) { return Cout >= 2 && n >= 16 && n <= (int64_t(1) << 16); }
+
+}  // namespace
+
+// The lane count (8 or 16) whose order core::pack_weight_abs_f32 reproduces ATen's mean with in this
+// process, or 0 (then alpha is ATen's own mean). Found once, against ATen itself, on rows whose lengths
+// reach every branch of the cascade: scalar tails, leftover vectors, each level's carry.
+int xnor_alpha_sum_lanes() {
+  static const int lanes = [] {
+    // Values of random sign, mantissa and binary exponent in [-12, 12] (additions round at every
+    // level), from a local generator: the user's random stream stays untouched.
+    uint64_t state = 0x9e3779b97f4a7c15ull;
+    auto next = [&state] {
+      state += 0x9e3779b97f4a7c15ull;
+      uint64_t z = (state ^ (state >> 30)) * 0xbf58476d1ce4e5b9ull;
+      z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+      return z ^ (z >> 31);
+    };
+    for (int L : {8, 16}) {
+      bool ok = true;
+      for (int64_t n : {16, 17, 31, 63, 64, 65, 127, 129, 200, 576, 1152, 1153, 2304, 4611, 9000, 20000, 65536}) {
+        const int64_t Cout = 2;
+        at::Tensor w = at::empty({Cout, n, 1, 1}, at::kFloat);
+        uint32_t* bits = reinterpret_cast<uint32_t*>(w.data_ptr<float>());
+        for (int64_t i = 0; i < Cout * n; ++i) {
+          const uint64_t r = next();
+          bits[i] = uint32_t(r & 0x807fffffu) | (uint32_t(115 + (r >> 32) % 25) << 23);
+        }
+        std::vector<uint64_t> words(Cout * core::xnor_words(n));
+        std::vector<float> sums(Cout);
+        core::pack_weight_abs_f32(w.data_ptr<float>(), n, 1, words.data(), sums.data(), L, 0, Cout);
+        const at::Tensor ref = w.abs().mean({1, 2, 3});
+        for (int64_t co = 0; co < Cout; ++co) {
+          const float mine = sums[co] / static_cast<float>(n), theirs = ref.data_ptr<float>()[co];
+          ok = ok && std::memcmp(&mine, &theirs, sizeof(float)) == 0;
+        }
+      }
+      if (ok) return L;
+    }
+    return 0;
+  }();
+  return lanes;
+}
+
+namespace {
+
 at::Tensor xnor_conv2d_cpu(const at::Tensor& x, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
                            at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, bool scale,
                            int64_t pad_value) {
@@ -194,19 +246,23 @@ at::Tensor xnor_conv2d_cpu(const at::Tensor& x, const at::Tensor& weight, const 
   at::Tensor alpha, wp;
   if (weight.scalar_type() == at::kFloat && acc == at::kFloat && weight.is_contiguous() && g.Cout > 0 &&
       core::pack_weight_abs_f32_available(g.KH * g.KW, core::active_isa())) {
-    // sign words and |w| in one pass; alpha is then ATen's mean of that |w|, bit for bit the definition.
-    const int64_t K = g.KH * g.KW;
+    // Sign words and, where ATen's summation order is reproduced, the sums of |w| in one pass (alpha is
+    // bit for bit ATen's mean either way).
+    const int64_t K = g.KH * g.KW, n = g.Cin * K;
+    const int lanes = scale && sums_like_aten(g.Cout, n) ? xnor_alpha_sum_lanes() : 0;
     wp = at::empty({g.Cout, g.KH, g.KW, core::xnor_words(g.Cin)}, weight.options().dtype(at::kLong));
-    const at::Tensor absw = scale ? at::empty_like(weight) : at::Tensor();
+    if (lanes) alpha = at::empty({g.Cout}, weight.options());
     const float* wsrc = weight.data_ptr<float>();
     uint64_t* wdst = reinterpret_cast<uint64_t*>(wp.data_ptr<int64_t>());
-    float* adst = scale ? absw.data_ptr<float>() : nullptr;
+    float* sums = lanes ? alpha.data_ptr<float>() : nullptr;
     // 64 K floats (256 KB) a chunk: a (128, 128, 3, 3) weight splits over 2 threads, which took a
     // (1,128,128,16,16) call from 0.12-0.20 to 0.08 ms at 2 threads (one thread: unchanged).
-    const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 16) / std::max<int64_t>(1, g.Cin * K));
-    at::parallel_for(0, g.Cout, grain,
-                     [&](int64_t b, int64_t e) { core::pack_weight_abs_f32(wsrc, g.Cin, K, wdst, adst, b, e); });
-    if (scale) alpha = absw.mean({1, 2, 3});
+    const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 16) / std::max<int64_t>(1, n));
+    at::parallel_for(0, g.Cout, grain, [&](int64_t b, int64_t e) {
+      core::pack_weight_abs_f32(wsrc, g.Cin, K, wdst, sums, lanes, b, e);
+      for (int64_t co = b; sums && co < e; ++co) sums[co] = sums[co] / static_cast<float>(n);  // ATen's div_
+    });
+    if (scale && !lanes) alpha = weight.abs().mean({1, 2, 3});
   } else {
     if (scale) alpha = weight.contiguous().to(acc).abs().mean({1, 2, 3});
     // A contiguous weight packs as (Cout, Cin, 1, KH * KW): the same words, in rows of KH * KW pixels

@@ -1,9 +1,11 @@
 // Unit tests of core/xnor_conv under the ISA forced by FASTPOSE_ISA: bit packing against a naive loop,
 // the popcount GEMM against naive popcounts, and the whole convolution (integer dots and the exact
 // epilogue) against a direct +-1 convolution, for odd channel counts, strides, dilations, both paddings.
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <random>
 #include <vector>
 
@@ -58,38 +60,82 @@ void test_pack(Isa isa) {
     }
 }
 
+// ATen's CPU sum of |row| over L-lane vectors, one scalar lane at a time (pack_weight_abs_f32's sums
+// must match it; the Python tests compare against ATen itself).
+float aten_sum_scalar(const float* row, int64_t n, int L) {
+  const int64_t nv = n / L, ng = nv / 4;
+  const int64_t cl = ng <= 2 ? 1 : 64 - __builtin_clzll(uint64_t(ng - 1));
+  const int64_t p = std::max<int64_t>(4, cl / 4), step = int64_t(1) << p;
+  std::vector<float> lane_sum(L);
+  for (int l = 0; l < L; ++l) {
+    float acc[4][4] = {};
+    auto at = [&](int64_t v) { return std::fabs(row[v * L + l]); };
+    int64_t i = 0;
+    while (i + step <= ng) {
+      for (int64_t j = 0; j < step; ++j, ++i)
+        for (int k = 0; k < 4; ++k) acc[0][k] += at(i * 4 + k);
+      for (int lv = 1; lv < 4; ++lv) {
+        for (int k = 0; k < 4; ++k) acc[lv][k] += acc[lv - 1][k], acc[lv - 1][k] = 0.f;
+        if ((i & ((step - 1) << (lv * p))) != 0) break;
+      }
+    }
+    for (; i < ng; ++i)
+      for (int k = 0; k < 4; ++k) acc[0][k] += at(i * 4 + k);
+    for (int lv = 1; lv < 4; ++lv)
+      for (int k = 0; k < 4; ++k) acc[0][k] += acc[lv][k];
+    for (int64_t v = ng * 4; v < nv; ++v) acc[0][0] += at(v);
+    for (int k = 1; k < 4; ++k) acc[0][0] += acc[0][k];
+    lane_sum[l] = acc[0][0];
+  }
+  float total = 0.f;
+  for (int64_t e = nv * L; e < n; ++e) total += std::fabs(row[e]);
+  for (int l = 0; l < L; ++l) total += lane_sum[l];
+  return 0.f + total;
+}
+
+bool same_bits(float a, float b) { return std::memcmp(&a, &b, sizeof(float)) == 0; }
+
 // The one-pass weight pack of xnor_conv2d's float path: the words of pack_naive on (Cout, Cin, 1, K) and
-// |w| exactly, for channel counts around the 64-bit word and the tap counts of 1x1 .. 7x7.
+// the sums of |w| in ATen's order for both lane counts, for channel counts around the 64-bit word and the
+// tap counts of 1x1 .. 7x7 (both tap gathers where the CPU has the bit shuffle), and long rows that reach
+// the cascade's carries.
 void test_pack_weight(Isa isa) {
   for (int64_t K : {1, 2, 9, 25, 49})
     if (!pack_weight_abs_f32_available(K, isa)) {
       std::printf("test_pack_weight: skipped (needs AVX-512 and BMI2)\n");
       return;
     }
+  std::vector<std::pair<int64_t, int64_t>> shapes;
   for (int64_t Cin : {1, 3, 63, 64, 65, 128, 200})
-    for (int64_t K : {1, 2, 3, 9, 25, 49}) {
-      const int64_t Cout = 5;
-      std::vector<float> w(Cout * Cin * K);
+    for (int64_t K : {1, 2, 3, 9, 25, 49}) shapes.push_back({Cin, K});
+  for (int64_t Cin : {1000, 9000, 70000}) shapes.push_back({Cin, 1});
+  std::uniform_int_distribution<int> ex(-10, 10);
+  for (auto [Cin, K] : shapes)
+    for (int mode = 0; mode < 4; ++mode) {  // lanes 8 / 16, pext / bit-shuffle tap gather
+      const int L = mode % 2 ? 16 : 8;
+      const bool shuffle = mode >= 2;
+      if (shuffle && !pack_weight_shuffle_available()) continue;
+      const int64_t Cout = 5, n = Cin * K;
+      std::vector<float> w(Cout * n);
       std::normal_distribution<float> nd;
-      for (auto& v : w) v = nd(rng);
+      for (auto& v : w) v = std::ldexp(nd(rng), ex(rng));
       w[0] = -0.0f;
       if (w.size() > 2) w[2] = NAN;
       const auto ref = pack_naive(w, Cout, Cin, 1, K);
-      // Channels [0, 2) and [3, 5) with |w|, [2, 3) without: ranges that start past 0 and a null absw.
+      // Channels [0, 2) and [3, 5) with sums, [2, 3) without: ranges that start past 0 and a null abs_sum.
       std::vector<uint64_t> got(ref.size(), 0xdeadbeef);
-      std::vector<float> absw(w.size(), 7.f);
-      pack_weight_abs_f32(w.data(), Cin, K, got.data(), absw.data(), 0, 2);
-      pack_weight_abs_f32(w.data(), Cin, K, got.data(), nullptr, 2, 3);
-      pack_weight_abs_f32(w.data(), Cin, K, got.data(), absw.data(), 3, Cout);
+      std::vector<float> sums(Cout, 7.f);
+      pack_weight_abs_f32_avx512(w.data(), Cin, K, got.data(), sums.data(), L, 0, 2, shuffle);
+      pack_weight_abs_f32_avx512(w.data(), Cin, K, got.data(), nullptr, L, 2, 3, shuffle);
+      pack_weight_abs_f32_avx512(w.data(), Cin, K, got.data(), sums.data(), L, 3, Cout, shuffle);
       FP_CHECK(got == ref);
-      for (size_t i = 0; i < w.size(); ++i) {
-        const int64_t co = int64_t(i) / (Cin * K);
+      for (int64_t co = 0; co < Cout; ++co) {
         if (co == 2)
-          FP_CHECK(absw[i] == 7.f);  // that call wrote no |w|
-        else if (std::isnan(w[i]))
-          FP_CHECK(std::isnan(absw[i]));
-        else
-          FP_CHECK(absw[i] == std::fabs(w[i]));
+          FP_CHECK(sums[co] == 7.f);  // that call wrote no sum
+        else if (co == 0 && n > 2)
+          FP_CHECK(std::isnan(sums[co]));
+        else if (n >= L)
+          FP_CHECK(same_bits(sums[co], aten_sum_scalar(w.data() + co * n, n, L)));
       }
     }
 }

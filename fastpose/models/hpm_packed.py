@@ -45,6 +45,7 @@ import torch.nn.functional as F
 from torch.nn.utils import parametrize
 
 from ..cpu_allocator import inference_scope
+from .._tracing import exporting
 from ..nn.binary import PackedXNORConv2d, XNORConv2d, _conv_padding
 from ..ops import xnor_conv as _x
 
@@ -59,7 +60,7 @@ def active(module, x):
     (eval, autograd off, float32 / float64; half precision keeps the regular forward)."""
     if module.training or torch.is_grad_enabled() or x.dtype not in (torch.float32, torch.float64):
         return False
-    return not (torch.onnx.is_in_onnx_export() or torch.jit.is_tracing() or torch.compiler.is_compiling())
+    return not (exporting() or torch.compiler.is_compiling())
 
 
 def clear_caches(model):

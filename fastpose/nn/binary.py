@@ -12,6 +12,7 @@ import copy
 import torch
 from torch import nn
 
+from .._tracing import exporting
 from ..ops import xnor_conv as _x
 
 __all__ = ["XNORConv2d", "PackedXNORConv2d", "BinaryActivation", "binary_sign", "clip_binary_weights", "pack",
@@ -34,7 +35,7 @@ class _SignSTE(torch.autograd.Function):
 
 def binary_sign(x):
     """sign(x) with x >= 0 -> +1 and the hard-tanh straight-through gradient (passed where |x| <= 1)."""
-    if torch.onnx.is_in_onnx_export() or torch.jit.is_tracing():
+    if exporting():
         return _x.binarize(x)
     return _SignSTE.apply(x)
 
@@ -137,7 +138,7 @@ class XNORConv2d(nn.Conv2d):
 
     def forward(self, x):
         stride, padding, dilation, scale, pad_value = self._args()
-        if torch.onnx.is_in_onnx_export() or torch.jit.is_tracing():
+        if exporting():
             return _x.xnor_conv2d_reference(x, self.weight, self.bias, stride, padding, dilation, scale, pad_value)
         if self.use_reference:
             if torch.compiler.is_compiling() or not torch.is_grad_enabled():
@@ -210,7 +211,7 @@ class PackedXNORConv2d(nn.Module):
 
     def forward(self, x):
         args = (self.in_channels, list(self.stride), list(self.padding), list(self.dilation), self.pad_value)
-        if self.use_reference and not (torch.onnx.is_in_onnx_export() or torch.jit.is_tracing()):
+        if self.use_reference and not exporting():
             w = _x.binary_unpack(self.weight_packed, self.in_channels)
             return _x.xnor_conv2d_reference(x, w, self.bias, self.stride, self.padding, self.dilation, False,
                                             self.pad_value, alpha=self.alpha)

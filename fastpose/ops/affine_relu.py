@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from .._checks import FLOAT_DTYPES, check_same_device, check_tensor
+from .._tracing import exporting
 
 __all__ = ["affine_relu", "affine_relu_reference"]
 
@@ -45,7 +46,7 @@ def affine_relu(x, scale, shift, pool=False):
     check_same_device(x=x, scale=scale, shift=shift)
     if pool and min(x.shape[2:]) < 2:
         raise ValueError(f"affine_relu: pool needs H and W >= 2, got x of shape {tuple(x.shape)}")
-    if (x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64) or torch.onnx.is_in_onnx_export()
-            or torch.jit.is_tracing() or (torch.is_grad_enabled() and any(t.requires_grad for t in (x, scale, shift)))):
+    if (x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64) or exporting()
+            or (torch.is_grad_enabled() and any(t.requires_grad for t in (x, scale, shift)))):
         return affine_relu_reference(x, scale, shift, pool)
     return torch.ops.fastpose.affine_relu(x, scale, shift, bool(pool))

@@ -7,6 +7,7 @@ factor below it.
 import torch
 
 from .._checks import FLOAT_DTYPES, check_tensor
+from .._tracing import exporting
 from ._merge_common import check_low, nearest_up, out_like
 
 
@@ -70,7 +71,7 @@ def hr_fuse(xs, relu=True):
     check_tensor("xs[0]", xs[0], ndim=4, dtypes=FLOAT_DTYPES)
     for j, x in enumerate(xs[1:], start=1):
         check_low(f"xs[{j}]", x, xs[0], "xs[0]")
-    if torch.onnx.is_in_onnx_export() or torch.jit.is_tracing():
+    if exporting():
         return hr_fuse_reference(list(xs), relu)
     return torch.ops.fastpose.hr_fuse(list(xs), bool(relu))
 

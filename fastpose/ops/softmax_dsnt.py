@@ -7,6 +7,7 @@ dsntnn: coordinates are (x, y) on the normalised pixel-centre grid x_i = (2i + 1
 import torch
 
 from .._checks import check_positive_finite, check_tensor
+from .._tracing import exporting
 
 _FLOATS = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 _REG_KINDS = {"kl": 1, "js": 2}
@@ -144,11 +145,6 @@ torch.library.register_autograd("fastpose::softmax_dsnt_reg", _backward_reg, set
 
 # ---------------------------------------------------------------- public API
 
-def _exporting():
-    """ONNX export and TorchScript tracing see the PyTorch reference: standard ops only."""
-    return torch.onnx.is_in_onnx_export() or torch.jit.is_tracing()
-
-
 def _check_logits(logits):
     check_tensor("logits", logits, ndim=4, dtypes=_FLOATS)
     if logits.shape[2] < 1 or logits.shape[3] < 1:
@@ -170,7 +166,7 @@ def softmax_dsnt(logits):
     no probabilities for the backward pass (only a per-map max, sum and the coordinates).
     """
     _check_logits(logits)
-    if _exporting():
+    if exporting():  # the PyTorch reference: standard ops only
         return softmax_dsnt_reference(logits)
     coords, _ = torch.ops.fastpose.softmax_dsnt(logits)
     return coords
@@ -197,7 +193,7 @@ def softmax_dsnt_with_reg(logits, target, sigma_t=1.0, kind="js"):
     sigma_t = check_positive_finite("sigma_t", sigma_t)
     if target.device != logits.device:
         raise ValueError(f"target must be on the logits' device {logits.device}, got {target.device}")
-    if _exporting():
+    if exporting():  # the PyTorch reference: standard ops only
         return softmax_dsnt_with_reg_reference(logits, target.detach(), float(sigma_t), kind)
     coords, div, _ = torch.ops.fastpose.softmax_dsnt_reg(logits, target.detach(), float(sigma_t),
                                                           _REG_KINDS[kind])

@@ -6,6 +6,7 @@ input and one write, instead of eager's upsampled intermediate. Integer scale fa
 import torch
 
 from .._checks import FLOAT_DTYPES, check_tensor
+from .._tracing import exporting
 from ._merge_common import check_low, nearest_up, out_like
 
 
@@ -64,7 +65,7 @@ def upsample_add(low, skip):
     """
     check_tensor("skip", skip, ndim=4, dtypes=FLOAT_DTYPES)
     check_low("low", low, skip, "skip")
-    if torch.onnx.is_in_onnx_export() or torch.jit.is_tracing():
+    if exporting():
         return upsample_add_reference(low, skip)
     return torch.ops.fastpose.upsample_add(low, skip)
 

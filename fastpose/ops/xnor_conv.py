@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from .._checks import FLOAT_DTYPES, check_int, check_same_device, check_tensor
+from .._tracing import exporting
 
 __all__ = ["binarize", "binarize_pack", "binary_unpack", "xnor_alpha", "xnor_conv2d", "xnor_conv2d_packed",
            "xnor_conv2d_reference", "xnor_conv2d_fused", "xnor_conv2d_fused_reference", "packed_words"]
@@ -252,7 +253,10 @@ def _check_conv_args(x, weight, bias, pad_value, packed_channels=None):
 
 def _check_output_size(x, kernel, stride, padding, dilation):
     H, W = (x.shape[1:3] if x.dtype == torch.int64 else x.shape[2:])
-    for n, k, s, p, d, axis in zip((H, W), kernel, stride, padding, dilation, ("H", "W")):
+    (kh, kw), (ph, pw), (dh, dw) = kernel, padding, dilation
+    if H + 2 * ph - dh * (kh - 1) > 0 and W + 2 * pw - dw * (kw - 1) > 0:  # the common case, at once
+        return
+    for n, k, p, d, axis in ((H, kh, ph, dh, "H"), (W, kw, pw, dw, "W")):
         if n + 2 * p - d * (k - 1) - 1 < 0:
             raise ValueError(f"the (dilated) kernel size {d * (k - 1) + 1} is larger than the padded input "
                              f"{axis} {n + 2 * p} (x of shape {tuple(x.shape)})")
@@ -289,11 +293,12 @@ def xnor_conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, scale=Tru
     _check_x(x, weight.shape[1])
     _check_conv_args(x, weight, bias, pad_value)
     # A CUDA kernel handed a tensor of another device would read a foreign pointer.
-    check_same_device(x=x, weight=weight, bias=bias)
+    if x.device != weight.device or (bias is not None and bias.device != x.device):
+        check_same_device(x=x, weight=weight, bias=bias)
     stride, padding, dilation = _pair(stride, "stride"), _pair(padding, "padding"), _pair(dilation, "dilation")
     _check_output_size(x, weight.shape[2:], stride, padding, dilation)
     pad_value = int(pad_value)
-    if torch.onnx.is_in_onnx_export() or torch.jit.is_tracing():
+    if exporting():
         return xnor_conv2d_reference(x, weight, bias, stride, padding, dilation, scale, pad_value)
     if x.dtype == torch.int64:
         alpha = xnor_alpha(weight, torch.float32) if scale else None
@@ -303,15 +308,19 @@ def xnor_conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, scale=Tru
         # Straight to the CPU / CUDA kernel when nothing needs a gradient (the C++ autograd kernel would do
         # the same after one more dispatch).
         with torch._C._AutoDispatchBelowAutograd():
-            return torch.ops.fastpose.xnor_conv2d(x, weight, bias, stride, padding, dilation, bool(scale), pad_value)
+            return _XNOR_CONV2D(x, weight, bias, stride, padding, dilation, bool(scale), pad_value)
     return torch.ops.fastpose.xnor_conv2d(x, weight, bias, stride, padding, dilation, bool(scale), pad_value)
 
 
-def _needs_autograd(*tensors):
+_XNOR_CONV2D = torch.ops.fastpose.xnor_conv2d.default  # the overload itself: no packet lookup per call
+
+
+def _needs_autograd(x, weight, bias):
     # Under torch.compile the op is traced through its registered autograd as usual.
     if torch.compiler.is_compiling():
         return True
-    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+    return torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad or
+                                        (bias is not None and bias.requires_grad))
 
 
 def xnor_conv2d_packed(x, weight_packed, alpha, bias, in_channels, stride=1, padding=0, dilation=1, pad_value=0,
@@ -343,7 +352,7 @@ def xnor_conv2d_packed(x, weight_packed, alpha, bias, in_channels, stride=1, pad
         raise TypeError(f"out_dtype must be one of float32, float16, bfloat16, float64 or None, got {out_dtype}")
     stride, padding, dilation = _pair(stride, "stride"), _pair(padding, "padding"), _pair(dilation, "dilation")
     _check_output_size(x, weight_packed.shape[1:3], stride, padding, dilation)
-    if torch.onnx.is_in_onnx_export() or torch.jit.is_tracing():
+    if exporting():
         # Standard ops only: unpack the filters, then the float reference.
         w = binary_unpack(weight_packed, in_channels)  # (Cout, KH, KW, words) unpacks to (Cout, Cin, KH, KW)
         out = xnor_conv2d_reference(x, w, bias, stride, padding, dilation, False, int(pad_value), alpha=alpha)
