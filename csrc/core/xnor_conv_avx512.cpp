@@ -63,38 +63,85 @@ struct TapGather {
   }
 };
 
-// The sign words of a chunk (n = channels * K floats at src); lanes past n are 0.
-inline void chunk_sign_words(const float* src, int64_t n, uint64_t* words, int64_t K) {
+inline int64_t ceil_log2_min1(int64_t x) { return x <= 2 ? 1 : 64 - __builtin_clzll(uint64_t(x - 1)); }
+
+// ATen's 8-lane summation order (aten_order_abs_sum below spells it out for 16 lanes), fed in row order
+// as the pack reads the row, one group of 32 floats (two 16-float halves) at a time, so the floats are
+// loaded once: the 512-bit accumulators a / b of a level hold ATen's four 8-lane ones (slots 0-1, 2-3).
+// What follows the last full group (leftover vectors, scalars) finish() adds from memory.
+struct StreamSum8 {
+  __m512 l0a, l0b, l1a, l1b, l2a, l2b, l3a, l3b;
+  int64_t groups, done, p, mask;
+  explicit StreamSum8(int64_t n) : groups(n / 32), done(0) {
+    p = std::max<int64_t>(4, ceil_log2_min1(groups) / 4);
+    mask = (int64_t(1) << p) - 1;
+    l0a = l0b = l1a = l1b = l2a = l2b = l3a = l3b = _mm512_setzero_ps();
+  }
+  // The next group (g = done) of the row, if it is a full one: |x| of its 32 floats, halves lo / hi.
+  void feed(__m512 lo, __m512 hi) {
+    if (done >= groups) return;
+    l0a = _mm512_add_ps(l0a, _mm512_abs_ps(lo)), l0b = _mm512_add_ps(l0b, _mm512_abs_ps(hi));
+    ++done;
+    if ((done & mask) != 0) return;
+    const __m512 z = _mm512_setzero_ps();
+    l1a = _mm512_add_ps(l1a, l0a), l1b = _mm512_add_ps(l1b, l0b), l0a = l0b = z;
+    if ((done & (mask << p)) != 0) return;
+    l2a = _mm512_add_ps(l2a, l1a), l2b = _mm512_add_ps(l2b, l1b), l1a = l1b = z;
+    if ((done & (mask << (2 * p))) != 0) return;
+    l3a = _mm512_add_ps(l3a, l2a), l3b = _mm512_add_ps(l3b, l2b), l2a = l2b = z;
+  }
+  float finish(const float* row, int64_t n) const {
+    const __m512 a = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(l0a, l1a), l2a), l3a);
+    const __m512 b = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(l0b, l1b), l2b), l3b);
+    const auto high = [](__m512 x) { return _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x), 1)); };
+    __m256 s0 = _mm512_castps512_ps256(a), s1 = high(a);
+    const __m256 s2 = _mm512_castps512_ps256(b), s3 = high(b);
+    const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    const int64_t nv = n / 8;
+    for (int64_t v = groups * 4; v < nv; ++v)
+      s0 = _mm256_add_ps(s0, _mm256_and_ps(_mm256_loadu_ps(row + 8 * v), absmask));
+    s0 = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(s0, s1), s2), s3);
+    float total = 0.f;
+    for (int64_t e = nv * 8; e < n; ++e) total += std::fabs(row[e]);
+    alignas(32) float lanes[8];
+    _mm256_store_ps(lanes, s0);
+    for (int k = 0; k < 8; ++k) total += lanes[k];
+    return 0.f + total;
+  }
+};
+
+// The sign words of a chunk (n = channels * K floats at src); lanes past n are 0. With a sum, the chunk's
+// floats also go to it (a chunk is 64 K floats, a whole number of 32-float groups, except a row's last).
+template <bool Sum>
+inline void chunk_sign_words(const float* src, int64_t n, uint64_t* words, int64_t K, StreamSum8* sum) {
   const __m512 zero = _mm512_setzero_ps();
   // One word per 4 vectors, built in a register (an or into words[] in memory would chain every vector
   // through a store-to-load forward).
   for (int64_t j = 0; j * 64 < n; ++j) {
     uint64_t word = 0;
+    __m512 v[4];
     for (int q = 0; q < 4; ++q) {
       const int64_t i = j * 64 + q * 16;
-      if (i >= n) break;  // (no pointer past the chunk is formed)
+      if (i >= n) {  // (no pointer past the chunk is formed)
+        v[q] = zero;
+        continue;
+      }
       const int64_t left = std::min<int64_t>(16, n - i);
       const __mmask16 m = __mmask16((uint32_t(1) << left) - 1);
-      const __m512 v = _mm512_maskz_loadu_ps(m, src + i);
+      v[q] = _mm512_maskz_loadu_ps(m, src + i);
       // Ordered >= : -0.0 -> +1, NaN -> -1, as binarize_pack.
-      word |= uint64_t(_mm512_mask_cmp_ps_mask(m, v, zero, _CMP_GE_OQ)) << (16 * q);
+      word |= uint64_t(_mm512_mask_cmp_ps_mask(m, v[q], zero, _CMP_GE_OQ)) << (16 * q);
+    }
+    if (Sum) {  // (a group with a masked-off part is never a full one: feed ignores it)
+      sum->feed(v[0], v[1]);
+      sum->feed(v[2], v[3]);
     }
     words[j] = word;
   }
   for (int64_t j = (n + 63) / 64; j < K; ++j) words[j] = 0;
 }
 
-// |x| of 8 / 16 floats: the vector types of ATen's Vectorized<float> on AVX2 and AVX-512 builds.
-struct V8 {
-  using T = __m256;
-  static constexpr int L = 8;
-  static T zero() { return _mm256_setzero_ps(); }
-  static T load_abs(const float* p) {
-    return _mm256_and_ps(_mm256_loadu_ps(p), _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff)));
-  }
-  static T add(T a, T b) { return _mm256_add_ps(a, b); }
-  static void store(float* d, T v) { _mm256_storeu_ps(d, v); }
-};
+// |x| of 16 floats: ATen's Vectorized<float> of an AVX-512 build (sum_lanes 16).
 struct V16 {
   using T = __m512;
   static constexpr int L = 16;
@@ -104,8 +151,6 @@ struct V16 {
   static void store(float* d, T v) { _mm512_storeu_ps(d, v); }
 };
 
-inline int64_t ceil_log2_min1(int64_t x) { return x <= 2 ? 1 : 64 - __builtin_clzll(uint64_t(x - 1)); }
-
 // sum |row[0, n)| with the additions, operands and order of ATen's CPU sum of a contiguous row
 // (SumKernel.cpp, vectorized_inner_sum on V::L-lane vectors), so that it divided by n is bit for bit
 // `w.abs().mean(...)`: vectors are taken four at a time (four accumulators); the groups are summed in
@@ -114,60 +159,37 @@ inline int64_t ceil_log2_min1(int64_t x) { return x <= 2 ? 1 : 64 - __builtin_cl
 // the scalar tail is summed from 0, then the first accumulator's lanes are added to it in lane order,
 // and the result is added to ATen's zero-filled output. Needs n >= V::L (shorter rows take another ATen
 // path); xnor_conv2d checks the whole thing against ATen once per process before it relies on it.
-// R rows at once (R x 4 independent accumulator chains: one row's four leave the adder's latency idle).
-template <class V, int R>
-void aten_order_abs_sum(const float* const* row, int64_t n, float* out) {
+template <class V>
+float aten_order_abs_sum(const float* row, int64_t n) {
   using T = typename V::T;
   constexpr int L = V::L;
   const int64_t nv = n / L, ng = nv / 4;
   const int64_t p = std::max<int64_t>(4, ceil_log2_min1(ng) / 4);
   const int64_t step = int64_t(1) << p, mask = step - 1;
-  T acc[R][4][4];
-  for (auto& r : acc)
-    for (auto& lv : r)
-      for (auto& a : lv) a = V::zero();
+  T acc[4][4];
+  for (auto& lv : acc)
+    for (auto& a : lv) a = V::zero();
   int64_t i = 0;
   while (i + step <= ng) {
     for (int64_t j = 0; j < step; ++j, ++i)
-      for (int r = 0; r < R; ++r)
-        for (int k = 0; k < 4; ++k) acc[r][0][k] = V::add(acc[r][0][k], V::load_abs(row[r] + (i * 4 + k) * L));
+      for (int k = 0; k < 4; ++k) acc[0][k] = V::add(acc[0][k], V::load_abs(row + (i * 4 + k) * L));
     for (int lv = 1; lv < 4; ++lv) {
-      for (int r = 0; r < R; ++r)
-        for (int k = 0; k < 4; ++k)
-          acc[r][lv][k] = V::add(acc[r][lv][k], acc[r][lv - 1][k]), acc[r][lv - 1][k] = V::zero();
+      for (int k = 0; k < 4; ++k) acc[lv][k] = V::add(acc[lv][k], acc[lv - 1][k]), acc[lv - 1][k] = V::zero();
       if ((i & (mask << (lv * p))) != 0) break;
     }
   }
   for (; i < ng; ++i)
-    for (int r = 0; r < R; ++r)
-      for (int k = 0; k < 4; ++k) acc[r][0][k] = V::add(acc[r][0][k], V::load_abs(row[r] + (i * 4 + k) * L));
-  for (int r = 0; r < R; ++r) {
-    T* a = acc[r][0];
-    for (int lv = 1; lv < 4; ++lv)
-      for (int k = 0; k < 4; ++k) a[k] = V::add(a[k], acc[r][lv][k]);
-    for (int64_t v = ng * 4; v < nv; ++v) a[0] = V::add(a[0], V::load_abs(row[r] + v * L));
-    for (int k = 1; k < 4; ++k) a[0] = V::add(a[0], a[k]);
-    float total = 0.f;
-    for (int64_t e = nv * L; e < n; ++e) total += std::fabs(row[r][e]);
-    alignas(64) float lanes[L];
-    V::store(lanes, a[0]);
-    for (int k = 0; k < L; ++k) total += lanes[k];
-    out[r] = 0.f + total;
-  }
-}
-
-// abs_sum[co] for co in [c0, c1) of a (Cout, n) weight, two rows at a time.
-template <class V>
-void aten_order_abs_sums(const float* w, int64_t n, int64_t c0, int64_t c1, float* abs_sum) {
-  int64_t co = c0;
-  for (; co + 2 <= c1; co += 2) {
-    const float* rows[2] = {w + co * n, w + (co + 1) * n};
-    aten_order_abs_sum<V, 2>(rows, n, abs_sum + co);
-  }
-  if (co < c1) {
-    const float* rows[1] = {w + co * n};
-    aten_order_abs_sum<V, 1>(rows, n, abs_sum + co);
-  }
+    for (int k = 0; k < 4; ++k) acc[0][k] = V::add(acc[0][k], V::load_abs(row + (i * 4 + k) * L));
+  for (int lv = 1; lv < 4; ++lv)
+    for (int k = 0; k < 4; ++k) acc[0][k] = V::add(acc[0][k], acc[lv][k]);
+  for (int64_t v = ng * 4; v < nv; ++v) acc[0][0] = V::add(acc[0][0], V::load_abs(row + v * L));
+  for (int k = 1; k < 4; ++k) acc[0][0] = V::add(acc[0][0], acc[0][k]);
+  float total = 0.f;
+  for (int64_t e = nv * L; e < n; ++e) total += std::fabs(row[e]);
+  alignas(64) float lanes[L];
+  V::store(lanes, acc[0][0]);
+  for (int k = 0; k < L; ++k) total += lanes[k];
+  return 0.f + total;
 }
 
 // Tap words by pext (any K <= kPackWeightMaxTaps): tap k gathers its bits from words (k >> 6) ..
@@ -226,20 +248,22 @@ inline void pack_weight_abs_impl(const float* w, int64_t Cin, int64_t Krt, uint6
   const int64_t K = KC > 0 ? KC : Krt;
   const int64_t CW = xnor_words(Cin);
   uint64_t words[kPackWeightMaxTaps];
+  const int64_t n = Cin * K;
+  const bool stream = abs_sum && sum_lanes == 8;
   for (int64_t co = co_begin; co < co_end; ++co) {
+    StreamSum8 sum(n);
     for (int64_t cw = 0; cw < CW; ++cw) {
-      const int64_t nc = std::min<int64_t>(64, Cin - cw * 64), off = (co * Cin + cw * 64) * K;
-      chunk_sign_words(w + off, nc * K, words, K);
+      const int64_t nc = std::min<int64_t>(64, Cin - cw * 64), off = co * n + cw * 64 * K;
+      if (stream)
+        chunk_sign_words<true>(w + off, nc * K, words, K, &sum);
+      else
+        chunk_sign_words<false>(w + off, nc * K, words, K, nullptr);
       taps(words, dst + co * K * CW + cw, CW);
     }
-    // Every two rows (just read: in L1 or L2), their sums.
-    const bool pair_done = (co - co_begin) % 2 == 1 || co + 1 == co_end;
-    if (abs_sum && pair_done) {
-      const int64_t c0 = co - (co - co_begin) % 2;
-      if (sum_lanes == 16)
-        aten_order_abs_sums<V16>(w, Cin * K, c0, co + 1, abs_sum);
-      else
-        aten_order_abs_sums<V8>(w, Cin * K, c0, co + 1, abs_sum);
+    if (stream) {
+      abs_sum[co] = sum.finish(w + co * n, n);
+    } else if (abs_sum) {
+      abs_sum[co] = aten_order_abs_sum<V16>(w + co * n, n);
     }
   }
 }
