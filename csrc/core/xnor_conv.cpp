@@ -204,11 +204,12 @@ bool pack_weight_abs_f32_available(int64_t K, Isa isa) {
 }
 
 void pack_weight_abs_f32(const float* w, int64_t Cin, int64_t K, uint64_t* dst, float* abs_sum, int sum_lanes,
-                         int64_t co_begin, int64_t co_end) {
+                         int64_t co_begin, int64_t co_end, int32_t* tap_pop) {
 #if defined(__x86_64__) && defined(__GNUC__)
-  pack_weight_abs_f32_avx512(w, Cin, K, dst, abs_sum, sum_lanes, co_begin, co_end);
+  pack_weight_abs_f32_avx512(w, Cin, K, dst, abs_sum, sum_lanes, co_begin, co_end, tap_pop);
 #else
-  (void)w, (void)Cin, (void)K, (void)dst, (void)abs_sum, (void)sum_lanes, (void)co_begin, (void)co_end;
+  (void)w, (void)Cin, (void)K, (void)dst, (void)abs_sum, (void)sum_lanes, (void)co_begin, (void)co_end,
+      (void)tap_pop;
 #endif
 }
 

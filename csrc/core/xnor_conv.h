@@ -193,11 +193,13 @@ int64_t xnor_popcount_peak_loop(int64_t iters, Isa isa);
 // Only where pack_weight_abs_f32_available(K, isa): AVX-512 with BMI2 and K <= kPackWeightMaxTaps.
 constexpr int64_t kPackWeightMaxTaps = 49;  // 7x7; the method holds to 64, the table (K x K) sizes the stack
 bool pack_weight_abs_f32_available(int64_t K, Isa isa);
+// tap_pop (optional, (Cout, K)): each tap's popcount over its CW words (xnor_weight_popcounts of dst).
 void pack_weight_abs_f32(const float* w, int64_t Cin, int64_t K, uint64_t* dst, float* abs_sum, int sum_lanes,
-                         int64_t co_begin, int64_t co_end);
+                         int64_t co_begin, int64_t co_end, int32_t* tap_pop = nullptr);
 // shuffle = false: the pext tap gather even where the bit-shuffle one exists (tests of both).
 void pack_weight_abs_f32_avx512(const float* w, int64_t Cin, int64_t K, uint64_t* dst, float* abs_sum,
-                                int sum_lanes, int64_t co_begin, int64_t co_end, bool shuffle = true);
+                                int sum_lanes, int64_t co_begin, int64_t co_end, int32_t* tap_pop = nullptr,
+                                bool shuffle = true);
 bool pack_weight_shuffle_available();  // AVX512-VBMI2 + BITALG (Ice Lake, Zen 4 and later)
 int64_t xnor_popcount_peak_avx512(int64_t iters);
 int64_t xnor_popcount_peak_avx2(int64_t iters);

@@ -244,7 +244,8 @@ struct ShuffleTaps {
 // KC > 0: the tap count known at compile time (3x3: the gather loops unroll). Taps: PextTaps / ShuffleTaps.
 template <int64_t KC, class Taps>
 inline void pack_weight_abs_impl(const float* w, int64_t Cin, int64_t Krt, uint64_t* dst, float* abs_sum,
-                                 int sum_lanes, int64_t co_begin, int64_t co_end, const Taps& taps) {
+                                 int sum_lanes, int64_t co_begin, int64_t co_end, int32_t* tap_pop,
+                                 const Taps& taps) {
   const int64_t K = KC > 0 ? KC : Krt;
   const int64_t CW = xnor_words(Cin);
   uint64_t words[kPackWeightMaxTaps];
@@ -252,13 +253,18 @@ inline void pack_weight_abs_impl(const float* w, int64_t Cin, int64_t Krt, uint6
   const bool stream = abs_sum && sum_lanes == 8;
   for (int64_t co = co_begin; co < co_end; ++co) {
     StreamSum8 sum(n);
+    if (tap_pop)
+      for (int64_t k = 0; k < K; ++k) tap_pop[co * K + k] = 0;
     for (int64_t cw = 0; cw < CW; ++cw) {
       const int64_t nc = std::min<int64_t>(64, Cin - cw * 64), off = co * n + cw * 64 * K;
       if (stream)
         chunk_sign_words<true>(w + off, nc * K, words, K, &sum);
       else
         chunk_sign_words<false>(w + off, nc * K, words, K, nullptr);
-      taps(words, dst + co * K * CW + cw, CW);
+      uint64_t* d = dst + co * K * CW + cw;
+      taps(words, d, CW);
+      if (tap_pop)
+        for (int64_t k = 0; k < K; ++k) tap_pop[co * K + k] += static_cast<int32_t>(__builtin_popcountll(d[k * CW]));
     }
     if (stream) {
       abs_sum[co] = sum.finish(w + co * n, n);
@@ -269,24 +275,26 @@ inline void pack_weight_abs_impl(const float* w, int64_t Cin, int64_t Krt, uint6
 }
 
 __attribute__((target("bmi2"))) void pack_pext(const float* w, int64_t Cin, int64_t K, uint64_t* dst,
-                                               float* abs_sum, int sum_lanes, int64_t co_begin, int64_t co_end) {
+                                               float* abs_sum, int sum_lanes, int64_t co_begin, int64_t co_end,
+                                               int32_t* tap_pop) {
   if (K == 9) {
     static constexpr TapGather k3x3(9);
-    pack_weight_abs_impl<9>(w, Cin, K, dst, abs_sum, sum_lanes, co_begin, co_end, PextTaps{k3x3, 9});
+    pack_weight_abs_impl<9>(w, Cin, K, dst, abs_sum, sum_lanes, co_begin, co_end, tap_pop, PextTaps{k3x3, 9});
   } else {
     const TapGather tg(K);  // ~29 KB of stack
-    pack_weight_abs_impl<0>(w, Cin, K, dst, abs_sum, sum_lanes, co_begin, co_end, PextTaps{tg, K});
+    pack_weight_abs_impl<0>(w, Cin, K, dst, abs_sum, sum_lanes, co_begin, co_end, tap_pop, PextTaps{tg, K});
   }
 }
 
 __attribute__((target("avx512vbmi2,avx512bitalg"))) void pack_shuffle(const float* w, int64_t Cin, int64_t K,
                                                                       uint64_t* dst, float* abs_sum, int sum_lanes,
-                                                                      int64_t co_begin, int64_t co_end) {
+                                                                      int64_t co_begin, int64_t co_end,
+                                                                      int32_t* tap_pop) {
   const ShuffleTaps taps(K);
   if (K == 9)
-    pack_weight_abs_impl<9>(w, Cin, K, dst, abs_sum, sum_lanes, co_begin, co_end, taps);
+    pack_weight_abs_impl<9>(w, Cin, K, dst, abs_sum, sum_lanes, co_begin, co_end, tap_pop, taps);
   else
-    pack_weight_abs_impl<0>(w, Cin, K, dst, abs_sum, sum_lanes, co_begin, co_end, taps);
+    pack_weight_abs_impl<0>(w, Cin, K, dst, abs_sum, sum_lanes, co_begin, co_end, tap_pop, taps);
 }
 
 }  // namespace
@@ -304,11 +312,11 @@ bool pack_weight_shuffle_available() {
 // (channel stride K); the sum of |w| per output channel (ATen's order) replaces an abs pass and ATen's mean.
 // Reached only after the BMI2 check (pack_weight_abs_f32_available).
 void pack_weight_abs_f32_avx512(const float* w, int64_t Cin, int64_t K, uint64_t* dst, float* abs_sum,
-                                int sum_lanes, int64_t co_begin, int64_t co_end, bool shuffle) {
+                                int sum_lanes, int64_t co_begin, int64_t co_end, int32_t* tap_pop, bool shuffle) {
   if (shuffle && K <= kShuffleMaxTaps && pack_weight_shuffle_available())
-    pack_shuffle(w, Cin, K, dst, abs_sum, sum_lanes, co_begin, co_end);
+    pack_shuffle(w, Cin, K, dst, abs_sum, sum_lanes, co_begin, co_end, tap_pop);
   else
-    pack_pext(w, Cin, K, dst, abs_sum, sum_lanes, co_begin, co_end);
+    pack_pext(w, Cin, K, dst, abs_sum, sum_lanes, co_begin, co_end, tap_pop);
 }
 
 }  // namespace core

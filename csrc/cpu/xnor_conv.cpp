@@ -113,10 +113,11 @@ at::Tensor per_channel(const at::Tensor& t, const Geometry& g, at::ScalarType ac
   return t.to(acc).contiguous();
 }
 
+// wpop_in: the weight's tap popcounts when the caller has them (moved in), else computed here.
 at::Tensor conv_packed_impl(const at::Tensor& xp, const at::Tensor& wp, const at::Tensor& alpha_in,
                             const at::Tensor& bias_in, const Geometry& g, int64_t pad_value, at::ScalarType out_dtype,
                             bool out_nhwc, const at::Tensor& bns_in = at::Tensor(),
-                            const at::Tensor& bnt_in = at::Tensor()) {
+                            const at::Tensor& bnt_in = at::Tensor(), std::vector<int32_t> wpop_in = {}) {
   TORCH_CHECK_VALUE(pad_value == 0 || pad_value == -1, kOp, ": pad_value must be 0 or -1, got ", pad_value);
   const at::ScalarType acc = out_dtype == at::kDouble ? at::kDouble : at::kFloat;
   const auto opts = xp.options().dtype(out_dtype);
@@ -132,8 +133,11 @@ at::Tensor conv_packed_impl(const at::Tensor& xp, const at::Tensor& wp, const at
   const int64_t CW = core::xnor_words(g.Cin);
   // Tap popcounts: the border corrections of both padding modes use them.
   const uint64_t* wptr = reinterpret_cast<const uint64_t*>(w.data_ptr<int64_t>());
-  std::vector<int32_t> wpop(g.Cout * g.KH * g.KW);
-  core::xnor_weight_popcounts(wptr, g.Cout * g.KH * g.KW, CW, wpop.data());
+  std::vector<int32_t> wpop = std::move(wpop_in);
+  if (wpop.size() != static_cast<size_t>(g.Cout * g.KH * g.KW)) {
+    wpop.resize(g.Cout * g.KH * g.KW);
+    core::xnor_weight_popcounts(wptr, g.Cout * g.KH * g.KW, CW, wpop.data());
+  }
   core::XnorConvProblem p;
   p.x = from_float ? nullptr : reinterpret_cast<const uint64_t*>(x.data_ptr<int64_t>());
   p.w = wptr;
@@ -244,6 +248,7 @@ at::Tensor xnor_conv2d_cpu(const at::Tensor& x, const at::Tensor& weight, const 
                               weight.size(3), stride, padding, dilation);
   const at::ScalarType acc = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   at::Tensor alpha, wp;
+  std::vector<int32_t> wpop;  // the one-pass pack's tap popcounts
   if (weight.scalar_type() == at::kFloat && acc == at::kFloat && weight.is_contiguous() && g.Cout > 0 &&
       core::pack_weight_abs_f32_available(g.KH * g.KW, core::active_isa())) {
     // Sign words and, where ATen's summation order is reproduced, the sums of |w| in one pass (alpha is
@@ -258,8 +263,9 @@ at::Tensor xnor_conv2d_cpu(const at::Tensor& x, const at::Tensor& weight, const 
     // 64 K floats (256 KB) a chunk: a (128, 128, 3, 3) weight splits over 2 threads, which took a
     // (1,128,128,16,16) call from 0.12-0.20 to 0.08 ms at 2 threads (one thread: unchanged).
     const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 16) / std::max<int64_t>(1, n));
+    wpop.resize(g.Cout * K);
     at::parallel_for(0, g.Cout, grain, [&](int64_t b, int64_t e) {
-      core::pack_weight_abs_f32(wsrc, g.Cin, K, wdst, sums, lanes, b, e);
+      core::pack_weight_abs_f32(wsrc, g.Cin, K, wdst, sums, lanes, b, e, wpop.data());
       for (int64_t co = b; sums && co < e; ++co) sums[co] = sums[co] / static_cast<float>(n);  // ATen's div_
     });
     if (scale && !lanes) alpha = weight.abs().mean({1, 2, 3});
@@ -272,7 +278,7 @@ at::Tensor xnor_conv2d_cpu(const at::Tensor& x, const at::Tensor& weight, const 
                                 : pack_impl(weight, "weight");
   }
   return conv_packed_impl(x, wp, alpha, bias.has_value() ? *bias : at::Tensor(), g, pad_value, x.scalar_type(),
-                          is_channels_last(x));
+                          is_channels_last(x), at::Tensor(), at::Tensor(), std::move(wpop));
 }
 
 at::Tensor xnor_conv2d_packed_cpu(const at::Tensor& x, const at::Tensor& weight_packed,

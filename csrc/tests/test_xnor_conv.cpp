@@ -125,10 +125,13 @@ void test_pack_weight(Isa isa) {
       // Channels [0, 2) and [3, 5) with sums, [2, 3) without: ranges that start past 0 and a null abs_sum.
       std::vector<uint64_t> got(ref.size(), 0xdeadbeef);
       std::vector<float> sums(Cout, 7.f);
-      pack_weight_abs_f32_avx512(w.data(), Cin, K, got.data(), sums.data(), L, 0, 2, shuffle);
-      pack_weight_abs_f32_avx512(w.data(), Cin, K, got.data(), nullptr, L, 2, 3, shuffle);
-      pack_weight_abs_f32_avx512(w.data(), Cin, K, got.data(), sums.data(), L, 3, Cout, shuffle);
+      std::vector<int32_t> pop(Cout * K, -7), pop_ref(Cout * K);
+      pack_weight_abs_f32_avx512(w.data(), Cin, K, got.data(), sums.data(), L, 0, 2, pop.data(), shuffle);
+      pack_weight_abs_f32_avx512(w.data(), Cin, K, got.data(), nullptr, L, 2, 3, nullptr, shuffle);
+      pack_weight_abs_f32_avx512(w.data(), Cin, K, got.data(), sums.data(), L, 3, Cout, pop.data(), shuffle);
       FP_CHECK(got == ref);
+      xnor_weight_popcounts(ref.data(), Cout * K, xnor_words(Cin), pop_ref.data());
+      for (int64_t t = 0; t < Cout * K; ++t) FP_CHECK(pop[t] == (t / K == 2 ? -7 : pop_ref[t]));
       for (int64_t co = 0; co < Cout; ++co) {
         if (co == 2)
           FP_CHECK(sums[co] == 7.f);  // that call wrote no sum
