@@ -518,6 +518,29 @@ class TestXnor:
             raises(lambda: OPS.xnor_conv2d_packed(x, wp, None, None, 3, [1, 1], [0, 0], [1, 1], 0, None, rnd(4)),
                    "bn_shift", ValueError)
 
+    def test_fast_path_refusals(self):
+        # xnor_conv2d tries the op before its Python checks (plain int geometry): whatever the op refuses
+        # must still come back as the Python API's error, and what Python refuses the op must refuse too.
+        x, w = rnd(2, 3, 6, 6), rnd(4, 3, 3, 3)
+        raises(lambda: F.xnor_conv2d(x, w, rnd(4).to(torch.float8_e4m3fn)), "bias", TypeError)
+        raises(lambda: OPS.xnor_conv2d(x, w, rnd(4).to(torch.float8_e4m3fn), [1, 1], [0, 0], [1, 1], True, 0),
+               "bias", TypeError)
+        raises(lambda: F.xnor_conv2d(x, w.to(torch.float8_e5m2)), "weight", TypeError)
+        raises(lambda: F.xnor_conv2d(x, w, stride=True), "stride", ValueError)
+        raises(lambda: F.xnor_conv2d(x, w, pad_value=True), "pad_value", ValueError)
+        raises(lambda: F.xnor_conv2d(x, w, rnd(5)), "bias", ValueError)
+        raises(lambda: F.xnor_conv2d(x, rnd(4, 3, 7, 7)), "kernel", ValueError)
+        raises(lambda: F.xnor_conv2d(x, rnd(4, 2, 3, 3)), "x", ValueError)
+        raises(lambda: F.xnor_conv2d(x, w, padding=-1), "padding", ValueError)
+        raises(lambda: F.xnor_conv2d(x, w, dilation=0), "dilation", ValueError)
+        raises(lambda: F.xnor_conv2d(x, w, pad_value=-2), "pad_value", ValueError)
+        raises(lambda: F.xnor_conv2d(x[0], w), "x", ValueError)
+        # the accepted spellings of one call all give the same result
+        ref = F.xnor_conv2d(x, w, padding=1, pad_value=-1)
+        for kw in ({"padding": (1, 1), "pad_value": -1}, {"padding": [1], "pad_value": -1.0},
+                   {"padding": torch.tensor(1), "pad_value": -1}, {"padding": 1, "pad_value": -1, "scale": 1}):
+            assert torch.equal(F.xnor_conv2d(x, w, **kw), ref), kw
+
     def test_devices(self):
         x, w = rnd(2, 3, 6, 6), rnd(4, 3, 3, 3)
         raises(lambda: F.xnor_conv2d(x, w.to("meta")), "weight", ValueError)

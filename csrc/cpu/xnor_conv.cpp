@@ -106,7 +106,8 @@ int64_t min_units_per_thread(const core::XnorConvProblem& p) {
 // binarized straight into the kernels' layout (one pass, no packed copy).
 at::Tensor per_channel(const at::Tensor& t, const Geometry& g, at::ScalarType acc, const char* name) {
   if (!t.defined()) return t;
-  TORCH_CHECK_TYPE(at::isFloatingType(t.scalar_type()), kOp, ": ", name,
+  const at::ScalarType st = t.scalar_type();  // the four the Python API names (isFloatingType has float8 too)
+  TORCH_CHECK_TYPE(st == at::kFloat || st == at::kHalf || st == at::kBFloat16 || st == at::kDouble, kOp, ": ", name,
                    " must be a float32, float16, bfloat16 or float64 tensor, got ", t.scalar_type());
   TORCH_CHECK_VALUE(t.dim() == 1 && t.size(0) == g.Cout, kOp, ": ", name, " must be (", g.Cout, "), got shape ",
                     t.sizes());
