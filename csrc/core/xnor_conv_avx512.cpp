@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 
 #include "core/xnor_conv.h"
 
@@ -141,6 +142,35 @@ inline void chunk_sign_words(const float* src, int64_t n, uint64_t* words, int64
   for (int64_t j = (n + 63) / 64; j < K; ++j) words[j] = 0;
 }
 
+// A full chunk (64 channels x K taps, K a compile-time constant <= 9): the same words as
+// chunk_sign_words, unmasked, each built from four compare masks in the mask registers, and handed
+// over in two vectors (words 0-7, 8) instead of through memory: a vector load of words just written by
+// scalar stores cannot be store-forwarded and waited for them to retire (~20 cycles a chunk).
+template <int64_t K, bool Sum>
+inline void full_chunk_sign_words(const float* src, __m512i& s0, __m512i& s1, StreamSum8* sum) {
+  static_assert(K >= 1 && K <= 9, "two vectors of words");
+  const __m512 zero = _mm512_setzero_ps();
+  s0 = _mm512_setzero_si512(), s1 = _mm512_setzero_si512();
+  for (int64_t j = 0; j < K; ++j) {
+    __m512 v[4];
+    __mmask16 m[4];
+    for (int q = 0; q < 4; ++q) {
+      v[q] = _mm512_loadu_ps(src + j * 64 + q * 16);
+      m[q] = _mm512_cmp_ps_mask(v[q], zero, _CMP_GE_OQ);  // ordered >= : -0.0 -> +1, NaN -> -1
+    }
+    if (Sum) {
+      sum->feed(v[0], v[1]);
+      sum->feed(v[2], v[3]);
+    }
+    const __mmask64 word = _mm512_kunpackd(__mmask64(_mm512_kunpackw(m[3], m[2])), __mmask64(_mm512_kunpackw(m[1], m[0])));
+    const long long wv = static_cast<long long>(_cvtmask64_u64(word));
+    if (j < 8)
+      s0 = _mm512_mask_set1_epi64(s0, __mmask8(1u << j), wv);
+    else
+      s1 = _mm512_mask_set1_epi64(s1, __mmask8(1u << (j - 8)), wv);
+  }
+}
+
 // |x| of 16 floats: ATen's Vectorized<float> of an AVX-512 build (sum_lanes 16).
 struct V16 {
   using T = __m512;
@@ -234,6 +264,11 @@ struct ShuffleTaps {
     const __m512i s0 = _mm512_maskz_loadu_epi64(K >= 8 ? __mmask8(0xff) : __mmask8((1u << K) - 1), words);
     const __m512i s1 = K > 8 ? _mm512_maskz_loadu_epi64(__mmask8((1u << (K - 8)) - 1), words + 8)
                              : _mm512_setzero_si512();
+    (*this)(s0, s1, d, CW);
+  }
+  // The chunk's words in registers (words 0-7 in s0, 8 in s1; zero lanes past K).
+  __attribute__((target("avx512vbmi2,avx512bitalg"))) void operator()(__m512i s0, __m512i s1, uint64_t* d,
+                                                                      int64_t CW) const {
     for (int64_t k = 0; k < K; ++k) {
       const __m512i a = _mm512_permutex2var_epi64(s0, lo[k], s1), b = _mm512_permutex2var_epi64(s0, hi[k], s1);
       d[k * CW] = _mm512_bitshuffle_epi64_mask(_mm512_shrdv_epi64(a, b, shift[k]), pick);
@@ -257,11 +292,24 @@ inline void pack_weight_abs_impl(const float* w, int64_t Cin, int64_t Krt, uint6
       for (int64_t k = 0; k < K; ++k) tap_pop[co * K + k] = 0;
     for (int64_t cw = 0; cw < CW; ++cw) {
       const int64_t nc = std::min<int64_t>(64, Cin - cw * 64), off = co * n + cw * 64 * K;
+      uint64_t* d = dst + co * K * CW + cw;
+      if constexpr (KC > 0 && KC <= kShuffleMaxTaps && std::is_same_v<Taps, ShuffleTaps>) {
+        if (nc == 64) {
+          __m512i s0, s1;
+          if (stream)
+            full_chunk_sign_words<KC, true>(w + off, s0, s1, &sum);
+          else
+            full_chunk_sign_words<KC, false>(w + off, s0, s1, nullptr);
+          taps(s0, s1, d, CW);
+          if (tap_pop)
+            for (int64_t k = 0; k < K; ++k) tap_pop[co * K + k] += static_cast<int32_t>(__builtin_popcountll(d[k * CW]));
+          continue;
+        }
+      }
       if (stream)
         chunk_sign_words<true>(w + off, nc * K, words, K, &sum);
       else
         chunk_sign_words<false>(w + off, nc * K, words, K, nullptr);
-      uint64_t* d = dst + co * K * CW + cw;
       taps(words, d, CW);
       if (tap_pop)
         for (int64_t k = 0; k < K; ++k) tap_pop[co * K + k] += static_cast<int32_t>(__builtin_popcountll(d[k * CW]));
