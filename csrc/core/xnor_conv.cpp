@@ -241,7 +241,8 @@ void xnor_weight_popcounts(const uint64_t* w, int64_t taps_total, int64_t CW, in
 }
 
 void xnor_gemm_block(const uint64_t* x, const int64_t* xoff, int nk, const uint64_t* w, int64_t wstride,
-                     const int64_t* woff, int nout, int npix, int32_t* S, int64_t s_ostride, Isa isa) {
+                     const int64_t* woff, int nout, int npix, int32_t* S, int64_t s_ostride, Isa isa,
+                     const uint16_t* avx2_tables, int64_t tables_ostride) {
   if (npix <= 0 || nout <= 0) return;
   if (nk <= 0) {
     for (int o = 0; o < nout; ++o)
@@ -253,7 +254,7 @@ void xnor_gemm_block(const uint64_t* x, const int64_t* xoff, int nk, const uint6
       xnor_gemm_block_avx512(x, xoff, nk, w, wstride, woff, nout, npix, S, s_ostride);
       return;
     case Isa::Avx2:
-      xnor_gemm_block_avx2(x, xoff, nk, w, wstride, woff, nout, npix, S, s_ostride);
+      xnor_gemm_block_avx2(x, xoff, nk, w, wstride, woff, nout, npix, S, s_ostride, avx2_tables, tables_ostride);
       return;
     case Isa::Portable:
       break;
@@ -389,6 +390,13 @@ void xnor_conv2d_forward_ranges(const XnorConvProblem& p, RangeSource next, void
   c_hi = std::max(c_lo, std::min(c_hi, p.Wo));
 
   std::vector<int32_t> S(cb * Wop), k0(Wop);
+  // AVX2: the weight's table offsets, per channel block on first use by this thread (<= 4 MB of them).
+  std::vector<uint16_t> wtab;
+  std::vector<char> wtab_ready;
+  if (isa == Isa::Avx2 && p.Cout * KT * CW * 8 <= (int64_t(2) << 20)) {
+    wtab.resize(p.Cout * KT * CW * 8);
+    wtab_ready.assign(nob, 0);
+  }
   // Border columns (some horizontal tap outside the image) and their count of valid horizontal taps.
   std::vector<int64_t> border, border_taps;
   const auto tap_inside = [&](int64_t ow, int64_t j) {
@@ -492,8 +500,17 @@ void xnor_conv2d_forward_ranges(const XnorConvProblem& p, RangeSource next, void
       }
     }
     const uint64_t* wo = p.w + o0 * KT * CW;
+    const uint16_t* tab = nullptr;
+    // The valid taps' steps are one contiguous run of the weight's (valid rows are contiguous, woff rises).
+    if (!wtab.empty() && nk > 0 && woff[nk - 1] - woff[0] == nk - 1) {
+      if (!wtab_ready[ob]) {
+        xnor_gemm_tables_avx2(wo, KT * CW, no, static_cast<int>(KT * CW), wtab.data() + o0 * KT * CW * 8, KT * CW * 8);
+        wtab_ready[ob] = 1;
+      }
+      tab = wtab.data() + o0 * KT * CW * 8 + 8 * woff[0];
+    }
     xnor_gemm_block(base, xoff.data(), nk, wo, KT * CW, woff.data(), no, static_cast<int>(Wop), S.data(), Wop,
-                    isa);
+                    isa, tab, KT * CW * 8);
 
     const int32_t* wp = wpop + o0 * KT;
     if (pad_m1) {

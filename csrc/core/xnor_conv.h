@@ -173,10 +173,18 @@ void xnor_weight_popcounts(const uint64_t* w, int64_t taps_total, int64_t CW, in
 // The inner kernel, a popcount GEMM over pixels x output channels (exposed for the unit tests):
 //   S[o * s_ostride + q] = sum_{k < nk} popc(x[xoff[k] + q] ^ w[o * wstride + woff[k]]),
 //   for o < nout and q < npix; npix must be a multiple of 8 (the lanes of one 512-bit vector).
+// avx2_tables (AVX2 only, else ignored): the weight's lookup-table offsets for these nout channels and
+// nk steps, from xnor_gemm_tables_avx2 (channel o's at avx2_tables + o * tables_ostride); null: built here.
 void xnor_gemm_block(const uint64_t* x, const int64_t* xoff, int nk, const uint64_t* w, int64_t wstride,
-                     const int64_t* woff, int nout, int npix, int32_t* S, int64_t s_ostride, Isa isa);
+                     const int64_t* woff, int nout, int npix, int32_t* S, int64_t s_ostride, Isa isa,
+                     const uint16_t* avx2_tables = nullptr, int64_t tables_ostride = 0);
 void xnor_gemm_block_avx2(const uint64_t* x, const int64_t* xoff, int nk, const uint64_t* w, int64_t wstride,
-                          const int64_t* woff, int nout, int npix, int32_t* S, int64_t s_ostride);
+                          const int64_t* woff, int nout, int npix, int32_t* S, int64_t s_ostride,
+                          const uint16_t* tables = nullptr, int64_t tables_ostride = 0);
+// The AVX2 GEMM's per-weight lookup-table offsets (8 per step: byte b of w[o * wstride + s] times 32) of
+// channels o < nout and steps s < nsteps, to off[o * ostride + 8 s + b]: built once per layer call and
+// thread instead of once per output row (at 16 pixels a row they cost as much as the popcounts).
+void xnor_gemm_tables_avx2(const uint64_t* w, int64_t wstride, int nout, int nsteps, uint16_t* off, int64_t ostride);
 void xnor_gemm_block_avx512(const uint64_t* x, const int64_t* xoff, int nk, const uint64_t* w, int64_t wstride,
                             const int64_t* woff, int nout, int npix, int32_t* S, int64_t s_ostride);
 

@@ -146,8 +146,34 @@ inline unsigned nonneg_mask8(__m256 v) {
 
 }  // namespace
 
+namespace {
+// Table offsets of channels o < nout, steps k < nk (weight word w[o * wstride + (woff ? woff[k] : k)]).
+inline void gemm_tables(const uint64_t* w, int64_t wstride, const int64_t* woff, int nout, int nk, uint16_t* off,
+                        int64_t ostride) {
+  for (int o = 0; o < nout; ++o) {
+    const uint64_t* wo = w + o * wstride;
+    uint16_t* d = off + o * ostride;
+    int k = 0;
+    for (; k + 2 <= nk; k += 2) {
+      // Two weight words -> 16 offsets (byte value x 32).
+      const __m128i v = _mm_set_epi64x(static_cast<long long>(wo[woff ? woff[k + 1] : k + 1]),
+                                       static_cast<long long>(wo[woff ? woff[k] : k]));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(d + 8 * k), _mm256_slli_epi16(_mm256_cvtepu8_epi16(v), 5));
+    }
+    for (; k < nk; ++k)
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(d + 8 * k),
+                       _mm_slli_epi16(_mm_cvtepu8_epi16(_mm_cvtsi64_si128(static_cast<long long>(wo[woff ? woff[k] : k]))), 5));
+  }
+}
+}  // namespace
+
+void xnor_gemm_tables_avx2(const uint64_t* w, int64_t wstride, int nout, int nsteps, uint16_t* off, int64_t ostride) {
+  gemm_tables(w, wstride, nullptr, nout, nsteps, off, ostride);
+}
+
 void xnor_gemm_block_avx2(const uint64_t* x, const int64_t* xoff, int nk, const uint64_t* w, int64_t wstride,
-                          const int64_t* woff, int nout, int npix, int32_t* S, int64_t s_ostride) {
+                          const int64_t* woff, int nout, int npix, int32_t* S, int64_t s_ostride,
+                          const uint16_t* tables, int64_t tables_ostride) {
   // Register blocks: 4 channels x 2 groups of 16 pixels (32 pixels), or 8 channels x 1 group for the
   // last group of a row (fewer than 32 pixels left); npix is a multiple of 8, so a group may be half full.
   constexpr int kOB2 = 4, kOB1 = 8;
@@ -158,21 +184,14 @@ void xnor_gemm_block_avx2(const uint64_t* x, const int64_t* xoff, int nk, const 
   thread_local std::vector<uint16_t> off;
   thread_local std::vector<uint64_t> xbuf;  // __m256i storage, aligned below
   const int64_t nkj = 8 * static_cast<int64_t>(nk);
-  if (off.size() < static_cast<size_t>(nout * nkj)) off.resize(nout * nkj);
   if (xbuf.size() < static_cast<size_t>(8 * nkj + 4)) xbuf.resize(8 * nkj + 4);
   __m256i* xb = reinterpret_cast<__m256i*>((reinterpret_cast<uintptr_t>(xbuf.data()) + 31) & ~uintptr_t(31));
-  for (int o = 0; o < nout; ++o) {
-    const uint64_t* wo = w + o * wstride;
-    uint16_t* d = off.data() + o * nkj;
-    int k = 0;
-    for (; k + 2 <= nk; k += 2) {
-      // Two weight words -> 16 offsets (byte value x 32).
-      const __m128i v = _mm_set_epi64x(static_cast<long long>(wo[woff[k + 1]]), static_cast<long long>(wo[woff[k]]));
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(d + 8 * k), _mm256_slli_epi16(_mm256_cvtepu8_epi16(v), 5));
-    }
-    for (; k < nk; ++k)
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(d + 8 * k),
-                       _mm_slli_epi16(_mm_cvtepu8_epi16(_mm_cvtsi64_si128(static_cast<long long>(wo[woff[k]]))), 5));
+  const uint16_t* offs = tables;
+  int64_t tstride = tables_ostride;
+  if (!offs) {
+    if (off.size() < static_cast<size_t>(nout * nkj)) off.resize(nout * nkj);
+    gemm_tables(w, wstride, woff, nout, nk, off.data(), nkj);
+    offs = off.data(), tstride = nkj;
   }
   for (int q = 0; q < npix;) {
     const int left = npix - q;
@@ -185,7 +204,7 @@ void xnor_gemm_block_avx2(const uint64_t* x, const int64_t* xoff, int nk, const 
     for (int o = 0; o < nout; o += ob) {
       const int no = nout - o < ob ? nout - o : ob;
       const GemmFn f = pb == 2 ? fn2[no - 1] : fn1[no - 1];
-      f(xb, nk, off.data() + o * nkj, nkj, S + o * s_ostride + q, s_ostride, last);
+      f(xb, nk, offs + o * tstride, tstride, S + o * s_ostride + q, s_ostride, last);
     }
     q += 16 * (pb - 1) + last;
   }

@@ -167,6 +167,20 @@ void gemm_case(Isa isa, int nk, int npix, int nout, int mode) {
       for (int k = 0; k < nk; ++k) e += __builtin_popcountll(x[xoff[k] + q] ^ w[o * wstride + woff[k]]);
       FP_CHECK(S[o * ss + q] == e);
     }
+  if (isa == Isa::Avx2) {
+    // Prebuilt table offsets (xnor_gemm_tables_avx2 over the taps' words in step order, at a channel
+    // stride past their end): the same sums as the offsets built inside the call.
+    std::vector<uint64_t> wc(nout * nk);
+    for (int o = 0; o < nout; ++o)
+      for (int k = 0; k < nk; ++k) wc[o * nk + k] = w[o * wstride + woff[k]];
+    const int64_t tstride = 8 * nk + 24;
+    std::vector<uint16_t> tab(nout * tstride, 0xffff);
+    xnor_gemm_tables_avx2(wc.data(), nk, nout, nk, tab.data(), tstride);
+    std::vector<int32_t> S2(nout * ss, -7);
+    xnor_gemm_block(x.data(), xoff.data(), nk, w.data(), wstride, woff.data(), nout, npix, S2.data(), ss, isa,
+                    tab.data(), tstride);
+    FP_CHECK(S2 == S);
+  }
 }
 
 void test_gemm_block(Isa isa) {
