@@ -83,6 +83,9 @@ bench: build
 BENCH_AVX2_K ?= t1 and not avx2
 bench-avx2: build
 	mkdir -p reports
+	# Inductor's cache key leaves out ATEN_CPU_CAPABILITY: a kernel compiled here and reloaded by a later
+	# AVX-512 run corrupts the heap (seen with torch 2.13), so this run compiles into a cache of its own.
+	TORCHINDUCTOR_CACHE_DIR=$(CURDIR)/build/inductor-avx2 \
 	ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 FASTPOSE_ISA=avx2 $(PY) -m pytest -q -p no:randomly \
 	  bench/bench_softmax_dsnt.py bench/bench_xnor_conv.py --benchmark-only -m "not cuda" \
 	  -k "$(BENCH_AVX2_K)" --benchmark-json=reports/bench-cpu-avx2.json

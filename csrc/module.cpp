@@ -26,6 +26,7 @@ pybind11::dict build_info() {
   d["cpu_isa_active"] = core::isa_name(core::active_isa());
   d["avx512_supported"] = core::isa_supported(core::Isa::Avx512);
   d["avx2_supported"] = core::isa_supported(core::Isa::Avx2);
+  d["fast_pext"] = core::fast_pext();  // the AVX2 one-pass weight pack needs it
   return d;
 }
 

@@ -5,6 +5,10 @@
 // epilogue's multiply and add are never contracted into an FMA (the exactness contract of xnor_conv.h).
 #include "core/xnor_conv.h"
 
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <cpuid.h>
+#endif
+
 #include <algorithm>
 #include <cstring>
 #include <vector>
@@ -193,10 +197,30 @@ void binarize_pack(const PackSource& s, uint64_t* dst, int64_t begin, int64_t en
   pack_rows(s, begin, end, dst + begin * s.W * xnor_words(s.C), isa);
 }
 
+bool fast_pext() {
+#if defined(__x86_64__) && defined(__GNUC__)
+  static const bool fast = [] {
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    if (!__get_cpuid(0, &a, &b, &c, &d)) return false;
+    // "AuthenticAMD" / "HygonGenuine" (a Zen 1 licence) before family 19h (Zen 3) run pext in microcode.
+    const bool amd_like = (b == 0x68747541 && d == 0x69746e65 && c == 0x444d4163) ||
+                          (b == 0x6f677948 && d == 0x6e65476e && c == 0x656e6975);
+    if (!amd_like) return true;
+    if (!__get_cpuid(1, &a, &b, &c, &d)) return false;
+    const unsigned base = (a >> 8) & 0xf, family = base == 0xf ? base + ((a >> 20) & 0xff) : base;
+    return family >= 0x19;
+  }();
+  return fast;
+#else
+  return false;
+#endif
+}
+
 bool pack_weight_abs_f32_available(int64_t K, Isa isa) {
 #if defined(__x86_64__) && defined(__GNUC__)
-  // pext is microcoded (slow) on pre-Zen 3 AMD, but every AVX-512 CPU has a fast one.
-  return isa == Isa::Avx512 && K >= 1 && K <= kPackWeightMaxTaps && __builtin_cpu_supports("bmi2");
+  if (K < 1 || K > kPackWeightMaxTaps || !__builtin_cpu_supports("bmi2")) return false;
+  // Every AVX-512 CPU has a fast pext; the AVX2 form needs one (else binarize_pack and ATen's mean).
+  return isa == Isa::Avx512 || (isa == Isa::Avx2 && fast_pext());
 #else
   (void)K, (void)isa;
   return false;
@@ -204,12 +228,15 @@ bool pack_weight_abs_f32_available(int64_t K, Isa isa) {
 }
 
 void pack_weight_abs_f32(const float* w, int64_t Cin, int64_t K, uint64_t* dst, float* abs_sum, int sum_lanes,
-                         int64_t co_begin, int64_t co_end, int32_t* tap_pop) {
+                         int64_t co_begin, int64_t co_end, int32_t* tap_pop, Isa isa) {
 #if defined(__x86_64__) && defined(__GNUC__)
-  pack_weight_abs_f32_avx512(w, Cin, K, dst, abs_sum, sum_lanes, co_begin, co_end, tap_pop);
+  if (isa == Isa::Avx2)
+    pack_weight_abs_f32_avx2(w, Cin, K, dst, abs_sum, sum_lanes, co_begin, co_end, tap_pop);
+  else
+    pack_weight_abs_f32_avx512(w, Cin, K, dst, abs_sum, sum_lanes, co_begin, co_end, tap_pop);
 #else
   (void)w, (void)Cin, (void)K, (void)dst, (void)abs_sum, (void)sum_lanes, (void)co_begin, (void)co_end,
-      (void)tap_pop;
+      (void)tap_pop, (void)isa;
 #endif
 }
 

@@ -198,16 +198,22 @@ int64_t xnor_popcount_peak_loop(int64_t iters, Isa isa);
 // their order are those of ATen's CPU sum of a contiguous row with Vectorized<float> of sum_lanes (8: the
 // AVX2 / default builds, 16: AVX-512) lanes, so abs_sum / (Cin K) is `w.abs().mean((1, 2, 3))` bit for bit
 // (for Cin K >= sum_lanes). Output channels [co_begin, co_end).
-// Only where pack_weight_abs_f32_available(K, isa): AVX-512 with BMI2 and K <= kPackWeightMaxTaps.
+// Only where pack_weight_abs_f32_available(K, isa): AVX-512 with BMI2, or AVX2 with a fast pext, and
+// K <= kPackWeightMaxTaps; isa picks the form.
 constexpr int64_t kPackWeightMaxTaps = 49;  // 7x7; the method holds to 64, the table (K x K) sizes the stack
 bool pack_weight_abs_f32_available(int64_t K, Isa isa);
 // tap_pop (optional, (Cout, K)): each tap's popcount over its CW words (xnor_weight_popcounts of dst).
 void pack_weight_abs_f32(const float* w, int64_t Cin, int64_t K, uint64_t* dst, float* abs_sum, int sum_lanes,
-                         int64_t co_begin, int64_t co_end, int32_t* tap_pop = nullptr);
+                         int64_t co_begin, int64_t co_end, int32_t* tap_pop, Isa isa);
 // shuffle = false: the pext tap gather even where the bit-shuffle one exists (tests of both).
 void pack_weight_abs_f32_avx512(const float* w, int64_t Cin, int64_t K, uint64_t* dst, float* abs_sum,
                                 int sum_lanes, int64_t co_begin, int64_t co_end, int32_t* tap_pop = nullptr,
                                 bool shuffle = true);
+// The AVX2 form (8-float sign masks, pext tap gather, ATen's order for 8 or 16 lanes).
+void pack_weight_abs_f32_avx2(const float* w, int64_t Cin, int64_t K, uint64_t* dst, float* abs_sum, int sum_lanes,
+                              int64_t co_begin, int64_t co_end, int32_t* tap_pop = nullptr);
+// pext at full speed (Intel since Haswell, AMD since Zen 3; microcoded, ~20x slower, on Zen 1 / 2).
+bool fast_pext();
 bool pack_weight_shuffle_available();  // AVX512-VBMI2 + BITALG (Ice Lake, Zen 4 and later)
 int64_t xnor_popcount_peak_avx512(int64_t iters);
 int64_t xnor_popcount_peak_avx2(int64_t iters);

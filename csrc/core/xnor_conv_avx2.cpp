@@ -6,6 +6,8 @@
 //    shift + vpmovmskb) and of NHWC rows (vmovmskps per 8 channels), to any output word strides.
 #include <immintrin.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -304,6 +306,97 @@ void pack_row_nhwc_f32_avx2(const float* src, int64_t C, int64_t W, int64_t sw, 
       }
       d[k * ks] = word;
     }
+  }
+}
+
+namespace {
+
+#include "core/xnor_pack_weight_kernel.h"
+
+// |x| of 8 floats: ATen's Vectorized<float> of an AVX2 (or default) build (sum_lanes 8).
+struct V8 {
+  using T = __m256;
+  static constexpr int L = 8;
+  static T zero() { return _mm256_setzero_ps(); }
+  static T load_abs(const float* p) {
+    return _mm256_and_ps(_mm256_loadu_ps(p), _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff)));
+  }
+  static T add(T a, T b) { return _mm256_add_ps(a, b); }
+  static void store(float* d, T v) { _mm256_storeu_ps(d, v); }
+};
+
+// 16 lanes as two 8-lane halves: lane-wise the same additions as ATen's AVX-512 Vectorized<float>.
+struct V16Pair {
+  struct T {
+    __m256 lo, hi;
+  };
+  static constexpr int L = 16;
+  static T zero() { return {_mm256_setzero_ps(), _mm256_setzero_ps()}; }
+  static T load_abs(const float* p) { return {V8::load_abs(p), V8::load_abs(p + 8)}; }
+  static T add(T a, T b) { return {_mm256_add_ps(a.lo, b.lo), _mm256_add_ps(a.hi, b.hi)}; }
+  static void store(float* d, T v) { _mm256_storeu_ps(d, v.lo), _mm256_storeu_ps(d + 8, v.hi); }
+};
+
+// The sign words of a chunk (n = channels * K floats at src, in memory order: bit i of the string is
+// float i), K words, zero past n. KC > 0: n == 64 KC, known at compile time (the masks fold away).
+template <int64_t KC>
+inline void chunk_sign_words_avx2(const float* src, int64_t n, uint64_t* words, int64_t K) {
+  const int64_t nw = KC > 0 ? KC : (n + 63) / 64;
+  for (int64_t j = 0; j < nw; ++j) {
+    uint64_t word = 0;
+    for (int q = 0; q < 8; ++q) {
+      const int64_t i = j * 64 + q * 8;
+      if (KC > 0 || i + 8 <= n) {
+        word |= uint64_t(nonneg_mask8(_mm256_loadu_ps(src + i))) << (8 * q);
+      } else if (i < n) {
+        const int64_t left = n - i;  // masked-off lanes load 0, which reads as +1: cleared
+        word |= uint64_t(nonneg_mask8(load_tail_ps(src + i, left)) & ((1u << left) - 1u)) << (8 * q);
+      }
+    }
+    words[j] = word;
+  }
+  for (int64_t j = nw; j < K; ++j) words[j] = 0;
+}
+
+template <int64_t KC>
+void pack_weight_avx2_impl(const float* w, int64_t Cin, int64_t Krt, uint64_t* dst, float* abs_sum, int sum_lanes,
+                           int64_t co_begin, int64_t co_end, int32_t* tap_pop, const PextTaps& taps) {
+  const int64_t K = KC > 0 ? KC : Krt;
+  const int64_t CW = xnor_words(Cin), n = Cin * K;
+  uint64_t words[kPackWeightMaxTaps];
+  for (int64_t co = co_begin; co < co_end; ++co) {
+    if (tap_pop)
+      for (int64_t k = 0; k < K; ++k) tap_pop[co * K + k] = 0;
+    for (int64_t cw = 0; cw < CW; ++cw) {
+      const int64_t nc = Cin - cw * 64 < 64 ? Cin - cw * 64 : 64;
+      const float* src = w + co * n + cw * 64 * K;
+      if (KC > 0 && nc == 64)
+        chunk_sign_words_avx2<KC>(src, 64 * K, words, K);
+      else
+        chunk_sign_words_avx2<0>(src, nc * K, words, K);
+      uint64_t* d = dst + co * K * CW + cw;
+      taps(words, d, CW);
+      if (tap_pop)
+        for (int64_t k = 0; k < K; ++k) tap_pop[co * K + k] += static_cast<int32_t>(__builtin_popcountll(d[k * CW]));
+    }
+    // The row (n floats) was just read: its second pass, in ATen's order, runs from L1 / L2.
+    if (abs_sum)
+      abs_sum[co] = sum_lanes == 16 ? aten_order_abs_sum<V16Pair>(w + co * n, n) : aten_order_abs_sum<V8>(w + co * n, n);
+  }
+}
+
+}  // namespace
+
+// As pack_weight_abs_f32_avx512 (the same words, popcounts and sums), with 8-float sign masks and the
+// pext tap gather: for CPUs whose pext is fast (pack_weight_abs_f32_available checks).
+void pack_weight_abs_f32_avx2(const float* w, int64_t Cin, int64_t K, uint64_t* dst, float* abs_sum, int sum_lanes,
+                              int64_t co_begin, int64_t co_end, int32_t* tap_pop) {
+  if (K == 9) {
+    static constexpr TapGather k3x3(9);
+    pack_weight_avx2_impl<9>(w, Cin, K, dst, abs_sum, sum_lanes, co_begin, co_end, tap_pop, PextTaps{k3x3, 9});
+  } else {
+    const TapGather tg(K);  // ~29 KB of stack
+    pack_weight_avx2_impl<0>(w, Cin, K, dst, abs_sum, sum_lanes, co_begin, co_end, tap_pop, PextTaps{tg, K});
   }
 }
 

@@ -208,6 +208,11 @@ int xnor_alpha_sum_lanes() {
       z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
       return z ^ (z >> 31);
     };
+    // Either form (AVX-512, AVX2) adds the same floats in the same order: the answer is ATen's, not theirs.
+    // (whichever form this CPU has, whatever FASTPOSE_ISA says at the first call)
+    core::Isa isa = core::Isa::Avx512;
+    if (!core::isa_supported(isa) || !core::pack_weight_abs_f32_available(1, isa)) isa = core::Isa::Avx2;
+    if (!core::isa_supported(isa) || !core::pack_weight_abs_f32_available(1, isa)) return 0;
     for (int L : {8, 16}) {
       bool ok = true;
       for (int64_t n : {16, 17, 31, 63, 64, 65, 127, 129, 200, 576, 1152, 1153, 2304, 4611, 9000, 20000, 65536}) {
@@ -220,7 +225,7 @@ int xnor_alpha_sum_lanes() {
         }
         std::vector<uint64_t> words(Cout * core::xnor_words(n));
         std::vector<float> sums(Cout);
-        core::pack_weight_abs_f32(w.data_ptr<float>(), n, 1, words.data(), sums.data(), L, 0, Cout);
+        core::pack_weight_abs_f32(w.data_ptr<float>(), n, 1, words.data(), sums.data(), L, 0, Cout, nullptr, isa);
         const at::Tensor ref = w.abs().mean({1, 2, 3});
         for (int64_t co = 0; co < Cout; ++co) {
           const float mine = sums[co] / static_cast<float>(n), theirs = ref.data_ptr<float>()[co];
@@ -250,8 +255,9 @@ at::Tensor xnor_conv2d_cpu(const at::Tensor& x, const at::Tensor& weight, const 
   const at::ScalarType acc = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   at::Tensor alpha, wp;
   std::vector<int32_t> wpop;  // the one-pass pack's tap popcounts
+  const core::Isa isa = core::active_isa();
   if (weight.scalar_type() == at::kFloat && acc == at::kFloat && weight.is_contiguous() && g.Cout > 0 &&
-      core::pack_weight_abs_f32_available(g.KH * g.KW, core::active_isa())) {
+      core::pack_weight_abs_f32_available(g.KH * g.KW, isa)) {
     // Sign words and, where ATen's summation order is reproduced, the sums of |w| in one pass (alpha is
     // bit for bit ATen's mean either way).
     const int64_t K = g.KH * g.KW, n = g.Cin * K;
@@ -266,7 +272,7 @@ at::Tensor xnor_conv2d_cpu(const at::Tensor& x, const at::Tensor& weight, const 
     const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 16) / std::max<int64_t>(1, n));
     wpop.resize(g.Cout * K);
     at::parallel_for(0, g.Cout, grain, [&](int64_t b, int64_t e) {
-      core::pack_weight_abs_f32(wsrc, g.Cin, K, wdst, sums, lanes, b, e, wpop.data());
+      core::pack_weight_abs_f32(wsrc, g.Cin, K, wdst, sums, lanes, b, e, wpop.data(), isa);
       for (int64_t co = b; sums && co < e; ++co) sums[co] = sums[co] / static_cast<float>(n);  // ATen's div_
     });
     if (scale && !lanes) alpha = weight.abs().mean({1, 2, 3});
