@@ -77,11 +77,13 @@ SHAPES = [  # N, Cin, Cout, H, W
     (1, 130, 200, 7, 9), (2, 128, 32, 13, 4)]
 
 
+@pytest.mark.parametrize("layout", ["cl", "nchw"])
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
-def test_fused_matches_reference(shape, isa):
+def test_fused_matches_reference(shape, layout, isa):
+    # nchw: the BN-folded pack of rows with contiguous pixels (its own vector path since 2026-12-07)
     N, Cin, Cout, H, W = shape
     g = _gen(sum(shape))
-    _check(*_case(g, N, Cin, Cout, H, W))
+    _check(*_case(g, N, Cin, Cout, H, W, layout=layout))
 
 
 @pytest.mark.parametrize("variant", ["nchw", "strided", "packed_x", "no_affine", "no_residual", "no_next_bn",
@@ -103,11 +105,12 @@ def test_fused_empty_batch():
     assert got.shape[0] == 0 and packed.shape[0] == 0
 
 
-def test_fused_sign_edges(isa):
+@pytest.mark.parametrize("layout", ["cl", "nchw"])
+def test_fused_sign_edges(isa, layout):
     """bn(x) exactly +0.0 / -0.0 -> +1, NaN -> -1, at the input pack and at the packed output."""
     g = _gen(3)
-    args, buf, pshape = _case(g, 1, 64, 64, 6, 6, residual=False)
-    x = args["x"].clone()
+    args, buf, pshape = _case(g, 1, 64, 64, 6, 6, residual=False, layout=layout)
+    x = args["x"].clone(memory_format=torch.preserve_format)
     args["in_scale"] = torch.ones(64)
     args["in_shift"] = torch.zeros(64)
     x[0, :8, 1, 1] = 0.0

@@ -159,6 +159,12 @@ void pack_row_affine_nhwc_f32_avx512(const float* src, int64_t C, int64_t W, int
                                      const float* shift, uint64_t* dst, int64_t CW);
 void pack_row_affine_nhwc_f32_avx2(const float* src, int64_t C, int64_t W, int64_t sw, const float* scale,
                                    const float* shift, uint64_t* dst, int64_t CW);
+// A float32 row with contiguous pixels (sw == 1, channel stride sc): dst[c * W + w] = (x * scale[c]) +
+// shift[c], two roundings (the NCHW BN-folded pack runs the plain NCHW sign pack on it).
+void affine_row_nchw_f32_avx512(const float* src, int64_t C, int64_t W, int64_t sc, const float* scale,
+                                const float* shift, float* dst);
+void affine_row_nchw_f32_avx2(const float* src, int64_t C, int64_t W, int64_t sc, const float* scale,
+                              const float* shift, float* dst);
 
 // Work units: (n, oh, block of cout_block output channels); pooled: (n, pair of rows oh, block).
 int64_t xnor_conv_units(const XnorConvProblem& p);

@@ -4,6 +4,7 @@
 // below rounds on its own, which is what the exactness contract (xnor_conv.h) promises.
 #include <algorithm>
 #include <cstring>
+#include <vector>
 
 #include "core/xnor_conv.h"
 
@@ -158,6 +159,21 @@ void binarize_pack_affine_rows(const PackSource& s, const void* scale, const voi
     if (isa == Isa::Avx2 && s.sc == 1) {
       pack_row_affine_nhwc_f32_avx2(static_cast<const float*>(s.data) + n * s.sn + h * s.sh, s.C, s.W, s.sw, sc, sh,
                                     d, CW);
+      continue;
+    }
+    if ((isa == Isa::Avx512 || isa == Isa::Avx2) && s.sw == 1) {
+      // Pixels contiguous (NCHW): the folded values of the row into a scratch plane (C W floats, L1 / L2)
+      // and the vector NCHW sign pack over it; element by element this was ~10x slower.
+      thread_local std::vector<float> plane;
+      if (plane.size() < static_cast<size_t>(s.C * s.W)) plane.resize(s.C * s.W);
+      const float* src = static_cast<const float*>(s.data) + n * s.sn + h * s.sh;
+      if (isa == Isa::Avx512) {
+        affine_row_nchw_f32_avx512(src, s.C, s.W, s.sc, sc, sh, plane.data());
+        pack_row_nchw_f32_avx512(plane.data(), s.C, s.W, s.W, d, CW, 1);
+      } else {
+        affine_row_nchw_f32_avx2(src, s.C, s.W, s.sc, sc, sh, plane.data());
+        pack_row_nchw_f32_avx2(plane.data(), s.C, s.W, s.W, d, CW, 1);
+      }
       continue;
     }
     pack_affine_row_generic<float>(s, sc, sh, n, h, d, CW);

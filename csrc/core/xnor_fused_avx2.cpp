@@ -199,6 +199,21 @@ void pack_row_affine_nhwc_f32_avx2(const float* src, int64_t C, int64_t W, int64
   }
 }
 
+void affine_row_nchw_f32_avx2(const float* src, int64_t C, int64_t W, int64_t sc, const float* scale,
+                              const float* shift, float* dst) {
+  for (int64_t c = 0; c < C; ++c) {
+    const __m256 a = _mm256_set1_ps(scale[c]), b = _mm256_set1_ps(shift[c]);
+    const float* x = src + c * sc;
+    float* d = dst + c * W;
+    int64_t w = 0;
+    for (; w + 8 <= W; w += 8) _mm256_storeu_ps(d + w, _mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(x + w), a), b));
+    if (w < W) {
+      const __m256i m = lanes8(W - w);
+      _mm256_maskstore_ps(d + w, m, _mm256_add_ps(_mm256_mul_ps(_mm256_maskload_ps(x + w, m), a), b));
+    }
+  }
+}
+
 }  // namespace core
 }  // namespace fastpose
 #pragma GCC pop_options
@@ -211,6 +226,7 @@ bool xnor_fused_epilogue_avx2(const XnorConvProblem&, int64_t, int64_t, int64_t,
 }
 void pack_row_affine_nhwc_f32_avx2(const float*, int64_t, int64_t, int64_t, const float*, const float*, uint64_t*,
                                    int64_t) {}
+void affine_row_nchw_f32_avx2(const float*, int64_t, int64_t, int64_t, const float*, const float*, float*) {}
 }  // namespace core
 }  // namespace fastpose
 #endif

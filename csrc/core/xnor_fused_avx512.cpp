@@ -291,6 +291,19 @@ void pack_row_affine_nhwc_f32_avx512(const float* src, int64_t C, int64_t W, int
   }
 }
 
+void affine_row_nchw_f32_avx512(const float* src, int64_t C, int64_t W, int64_t sc, const float* scale,
+                                const float* shift, float* dst) {
+  for (int64_t c = 0; c < C; ++c) {
+    const __m512 a = _mm512_set1_ps(scale[c]), b = _mm512_set1_ps(shift[c]);
+    const float* x = src + c * sc;
+    float* d = dst + c * W;
+    for (int64_t w = 0; w < W; w += 16) {
+      const __mmask16 m = lanes(W - w);
+      _mm512_mask_storeu_ps(d + w, m, add_rn(mul_rn(_mm512_maskz_loadu_ps(m, x + w), a), b));
+    }
+  }
+}
+
 }  // namespace core
 }  // namespace fastpose
 #pragma GCC pop_options
@@ -303,6 +316,7 @@ bool xnor_fused_epilogue_avx512(const XnorConvProblem&, int64_t, int64_t, int64_
 }
 void pack_row_affine_nhwc_f32_avx512(const float*, int64_t, int64_t, int64_t, const float*, const float*, uint64_t*,
                                      int64_t) {}
+void affine_row_nchw_f32_avx512(const float*, int64_t, int64_t, int64_t, const float*, const float*, float*) {}
 }  // namespace core
 }  // namespace fastpose
 #endif
