@@ -144,6 +144,26 @@ def test_alpha_sums_like_aten(isa, case, threads):
     assert torch.equal(got, literal_reference(x, w, None, 1, k // 2, 1, True, 0))
 
 
+@pytest.mark.parametrize("cin,k", [(64, 3), (130, 3), (70, 5), (3, 3), (65, 1)])
+def test_weight_sign_edges(isa, cin, k):
+    # The float weight's own pack (the one-pass AVX-512 / AVX2 forms where they run): +0.0 and -0.0 are +1,
+    # NaN and -inf -1, +inf +1, as binarize; without scale the output is the integer dot product itself.
+    g = torch.Generator().manual_seed(cin + k)
+    w = torch.randn(6, cin, k, k, generator=g)
+    flat = w.view(-1)
+    idx = torch.randperm(flat.numel(), generator=g)[:5 * 12]
+    for j, v in enumerate([0.0, -0.0, float("nan"), float("inf"), -float("inf")]):
+        flat[idx[12 * j:12 * (j + 1)]] = v
+    x = torch.randn(2, cin, 5, 6, generator=g)
+    got = xnor_conv2d(x, w, None, 1, k // 2, scale=False)
+    assert torch.equal(got, literal_reference(x, w, None, 1, k // 2, 1, False, 0))
+    # signed zeros keep alpha finite: the scaled path too
+    wz = torch.randn(6, cin, k, k, generator=g)
+    wz.view(-1)[idx[:24]] = torch.tensor([0.0, -0.0]).repeat(12)
+    got = xnor_conv2d(x, wz, None, 1, k // 2)
+    assert torch.equal(got, literal_reference(x, wz, None, 1, k // 2, 1, True, 0))
+
+
 def _one_pass_alpha_expected():
     # The one-pass weight pack (and its alpha) runs on AVX-512, and on AVX2 where pext is fast.
     isa = fastpose._C.cpu_isa()
