@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import fastpose
+from conftest import DEVICES
 from fastpose import dsnt as D
 from fastpose import nn as fnn
 from fastpose import ops as F
@@ -823,3 +824,13 @@ def test_every_public_op_and_layer_is_fuzzed():
     registered = {s.name.split("::")[1] for s in torch._C._jit_get_all_schemas() if s.name.startswith("fastpose::")}
     assert registered == schemas
     assert len(D.__all__) == 16 and fastpose.__version__
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", BAD_DTYPES + [torch.float8_e4m3fn], ids=BAD_DTYPE_IDS + ["float8"])
+def test_xnor_conv2d_fast_path_bias_dtype(device, dtype):
+    # The fast path hands the bias to the op before the Python checks: the op of every device must refuse
+    # what the Python API refuses, so the error still names the bias (CUDA once converted it silently).
+    x, w = rnd(2, 3, 6, 6).to(device), rnd(4, 3, 3, 3).to(device)
+    b = cast(rnd(4), dtype).to(device) if dtype is not torch.float8_e4m3fn else rnd(4).to(dtype).to(device)
+    raises(lambda: F.xnor_conv2d(x, w, b, padding=1), "bias", TypeError)

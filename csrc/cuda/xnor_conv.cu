@@ -452,6 +452,7 @@ Geometry geometry(int64_t N, int64_t Cin, int64_t H, int64_t W, int64_t Cout, in
 
 at::Tensor per_channel(const at::Tensor& t, int64_t cout, at::ScalarType acc, const char* name) {
   if (!t.defined()) return t;
+  check_float(t, name);  // as the Python API and the CPU op: an int / bool / float8 / complex vector is refused
   TORCH_CHECK_VALUE(t.dim() == 1 && t.size(0) == cout, kOp, ": ", name, " must be (", cout, "), got shape ",
                     t.sizes());
   return t.to(acc).contiguous();
