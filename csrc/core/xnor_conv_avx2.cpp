@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "core/xnor_conv.h"
@@ -403,13 +404,9 @@ void pack_weight_avx2_impl(const float* w, int64_t Cin, int64_t Krt, uint64_t* d
 // pext tap gather: for CPUs whose pext is fast (pack_weight_abs_f32_available checks).
 void pack_weight_abs_f32_avx2(const float* w, int64_t Cin, int64_t K, uint64_t* dst, float* abs_sum, int sum_lanes,
                               int64_t co_begin, int64_t co_end, int32_t* tap_pop) {
-  if (K == 9) {
-    static constexpr TapGather k3x3(9);
-    pack_weight_avx2_impl<9>(w, Cin, K, dst, abs_sum, sum_lanes, co_begin, co_end, tap_pop, PextTaps{k3x3, 9});
-  } else {
-    const TapGather tg(K);  // ~29 KB of stack
-    pack_weight_avx2_impl<0>(w, Cin, K, dst, abs_sum, sum_lanes, co_begin, co_end, tap_pop, PextTaps{tg, K});
-  }
+  with_pext_taps(K, [&](auto kc, const PextTaps& taps) {
+    pack_weight_avx2_impl<decltype(kc)::value>(w, Cin, K, dst, abs_sum, sum_lanes, co_begin, co_end, tap_pop, taps);
+  });
 }
 
 }  // namespace core

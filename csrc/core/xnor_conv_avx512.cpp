@@ -253,13 +253,9 @@ inline void pack_weight_abs_impl(const float* w, int64_t Cin, int64_t Krt, uint6
 __attribute__((target("bmi2"))) void pack_pext(const float* w, int64_t Cin, int64_t K, uint64_t* dst,
                                                float* abs_sum, int sum_lanes, int64_t co_begin, int64_t co_end,
                                                int32_t* tap_pop) {
-  if (K == 9) {
-    static constexpr TapGather k3x3(9);
-    pack_weight_abs_impl<9>(w, Cin, K, dst, abs_sum, sum_lanes, co_begin, co_end, tap_pop, PextTaps{k3x3, 9});
-  } else {
-    const TapGather tg(K);  // ~29 KB of stack
-    pack_weight_abs_impl<0>(w, Cin, K, dst, abs_sum, sum_lanes, co_begin, co_end, tap_pop, PextTaps{tg, K});
-  }
+  with_pext_taps(K, [&](auto kc, const PextTaps& taps) {
+    pack_weight_abs_impl<decltype(kc)::value>(w, Cin, K, dst, abs_sum, sum_lanes, co_begin, co_end, tap_pop, taps);
+  });
 }
 
 __attribute__((target("avx512vbmi2,avx512bitalg"))) void pack_shuffle(const float* w, int64_t Cin, int64_t K,

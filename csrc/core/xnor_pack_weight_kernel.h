@@ -76,3 +76,16 @@ struct PextTaps {
     }
   }
 };
+
+// f(std::integral_constant<int64_t, KC>(), taps) with the pext tap gather for K taps: KC = 9 with the
+// 3x3 table built at compile time, else KC = 0 with a table built here (~29 KB of stack).
+template <class F>
+void with_pext_taps(int64_t K, const F& f) {
+  if (K == 9) {
+    static constexpr TapGather k3x3(9);
+    f(std::integral_constant<int64_t, 9>(), PextTaps{k3x3, 9});
+  } else {
+    const TapGather tg(K);
+    f(std::integral_constant<int64_t, 0>(), PextTaps{tg, K});
+  }
+}
