@@ -208,11 +208,12 @@ int xnor_alpha_sum_lanes() {
       z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
       return z ^ (z >> 31);
     };
-    // Either form (AVX-512, AVX2) adds the same floats in the same order: the answer is ATen's, not theirs.
-    // (whichever form this CPU has, whatever FASTPOSE_ISA says at the first call)
-    core::Isa isa = core::Isa::Avx512;
-    if (!core::isa_supported(isa) || !core::pack_weight_abs_f32_available(1, isa)) isa = core::Isa::Avx2;
-    if (!core::isa_supported(isa) || !core::pack_weight_abs_f32_available(1, isa)) return 0;
+    // Either form (AVX-512, AVX2) adds the same floats in the same order, so the answer is ATen's: checked
+    // with whichever form this CPU has, whatever FASTPOSE_ISA says at the first call.
+    core::Isa isa = core::Isa::Portable;
+    for (core::Isa c : {core::Isa::Avx512, core::Isa::Avx2})
+      if (isa == core::Isa::Portable && core::isa_supported(c) && core::pack_weight_abs_f32_available(1, c)) isa = c;
+    if (isa == core::Isa::Portable) return 0;
     for (int L : {8, 16}) {
       bool ok = true;
       for (int64_t n : {16, 17, 31, 63, 64, 65, 127, 129, 200, 576, 1152, 1153, 2304, 4611, 9000, 20000, 65536}) {
