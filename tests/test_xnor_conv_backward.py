@@ -115,6 +115,36 @@ def test_table_weight_grad_against_float64(geom, pad_value, isa):
             torch.testing.assert_close(a.double(), e, rtol=1e-4, atol=1e-5 * scale)
 
 
+# Stride-1 float32 channels_last input gradients take the permute GEMM (core/xnor_ste_input.h) on AVX-512:
+# output channels around the groups of 4, input channels around the 16-lane vectors and 64-bit words,
+# widths around the register blocks (4, 8), kernels 1-5 (one not square), paddings up to past the kernel.
+INPUT_GEOMS = [(2, 7, 5, 9, 8, 3, 3, 1, 1), (1, 65, 17, 6, 7, 3, 3, 0, 0), (3, 33, 64, 5, 5, 3, 3, 2, 2),
+               (2, 130, 6, 4, 9, 5, 5, 2, 2), (16, 32, 32, 4, 4, 3, 3, 1, 1), (1, 16, 3, 11, 17, 1, 1, 0, 0),
+               (2, 48, 4, 5, 13, 2, 3, 1, 1), (1, 20, 9, 3, 5, 3, 3, 4, 4)]
+
+
+@pytest.mark.parametrize("geom", INPUT_GEOMS, ids=lambda g: "-".join(map(str, g)))
+def test_table_input_grad_against_float64(geom, isa):
+    N, Cin, Cout, H, W, KH, KW, ph, pw = geom
+    for threads, strided in [(1, False), (2, True)]:
+        x = _x((N, Cin, H, W), torch.float32, True, Cin + H, specials=True).requires_grad_()
+        w = torch.randn(Cout, Cin, KH, KW)
+        w.view(-1)[:2] = torch.tensor([-0.0, 0.0])  # both signed zeros are +1
+        w.requires_grad_()
+        torch.set_num_threads(threads)
+        out = xnor_conv2d(x, w, None, 1, (ph, pw), 1, True, 0)
+        g = torch.randn(out.shape[0], out.shape[1] + 3 * strided, *out.shape[2:])
+        g = g.contiguous(memory_format=torch.channels_last)[:, 3 * strided:]  # pixel stride past Cout
+        gx, = torch.autograd.grad(out, (x,), g)
+        assert gx.is_contiguous(memory_format=torch.channels_last)
+        x64, w64 = (t.detach().double().requires_grad_() for t in (x, w))
+        ref = surrogate(x64, w64, None, (1, 1), (ph, pw), (1, 1), True, 0)
+        exp, = torch.autograd.grad(ref, (x64,), g.double())
+        assert torch.all(gx[~(x.detach().abs() <= 1)] == 0)  # the window, NaN outside it
+        scale = exp.abs().max().item() + 1.0
+        torch.testing.assert_close(gx.double(), exp, rtol=1e-4, atol=1e-5 * scale)
+
+
 def test_table_weight_grad_matches_onednn_path(monkeypatch):
     """FASTPOSE_STE_TABLE=0 (oneDNN's GEMM on unpacked signs) and the table GEMM agree."""
     x = _x((4, 64, 12, 12), torch.float32, True, 5)

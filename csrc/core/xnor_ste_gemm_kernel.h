@@ -22,7 +22,9 @@ void for_each_nibble_position(const SteWeightProblem& p, const SteWeightPlan& pl
 template <class Vec>
 struct SteWeightKernel {
   static constexpr int L = Vec::N;
-  static constexpr int64_t kTile = 32;  // pixel groups per table tile: 32 x 16 rows x <= 64 floats = 128 KB
+  // Pixel groups per table tile: the tile's tables (16 rows of CoC floats per group) fill ~32 KB, so the
+  // jobs' row reads hit L1 (at 128 KB they came from L2 at a fraction of the adds' rate).
+  static int64_t tile_groups(int64_t CoC) { return std::max<int64_t>(4, 8192 / (16 * CoC)); }
 
   const SteWeightProblem& p;
   const SteWeightPlan& pl;
@@ -60,7 +62,7 @@ struct SteWeightKernel {
   void block(const float* tables, const uint8_t* const* rows, int64_t nt, int64_t kh, int64_t kw, int64_t ci0,
              float* out, bool first) const {
     // Fully unrolled so that the B * V accumulators live in registers.
-    // Each tile's sum starts from zero and is added to out once: two-level sums (a tile of 32 groups,
+    // Each tile's sum starts from zero and is added to out once: two-level sums (a tile of groups,
     // then the tiles), not one serial float sum over every pixel of the batch.
     Vec acc[B * V];
 #pragma GCC unroll 32
@@ -88,6 +90,7 @@ struct SteWeightKernel {
   template <int V, int B>
   void run_jobs(int64_t begin, int64_t end) const {
     const int64_t taps = p.KH * p.KW, per_chunk = taps * pl.cblocks;
+    const int64_t kTile = tile_groups(pl.CoC);
     std::vector<float> tables(static_cast<size_t>(kTile * 16 * pl.CoC) + 16);
     float* T = tables.data() + ((16 - (reinterpret_cast<uintptr_t>(tables.data()) / sizeof(float)) % 16) % 16);
     // Per group and kernel row: the nibble row it reads at kw = 0 (the zero row above / below the image).

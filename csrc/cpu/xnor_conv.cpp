@@ -15,6 +15,7 @@
 #include "core/xnor_conv.h"
 #include "core/xnor_conv_backward.h"
 #include "core/xnor_ste_gemm.h"
+#include "core/xnor_ste_input.h"
 #include "cpu/hugepages.h"
 #include "cpu/parallel.h"
 
@@ -671,6 +672,28 @@ at::Tensor table_weight_grad(const at::Tensor& grad, const uint64_t* sign, int64
   return G;
 }
 
+// The input gradient (channels_last, the window applied) from the permute GEMM (core/xnor_ste_input.h).
+at::Tensor table_input_grad(const at::Tensor& grad, const at::Tensor& w, const at::Tensor& alpha,
+                            const at::Tensor& pass_words, int64_t N, int64_t Cin, int64_t H, int64_t W,
+                            const Geometry& g, core::Isa isa) {
+  at::Tensor gx = at::empty({N, Cin, H, W}, grad.options().memory_format(at::MemoryFormat::ChannelsLast));
+  const core::SteInputProblem p{N, Cin, H, W, g.Cout, g.KH, g.KW, g.ph, g.pw, g.Ho, g.Wo,
+                                grad.data_ptr<float>(), grad.stride(0), grad.stride(1), grad.stride(2), grad.stride(3),
+                                w.data_ptr<float>(), alpha.defined() ? alpha.data_ptr<float>() : nullptr,
+                                reinterpret_cast<const uint64_t*>(pass_words.data_ptr<int64_t>()), core::xnor_words(Cin),
+                                gx.data_ptr<float>(), gx.stride(0), gx.stride(2), gx.stride(3)};
+  const core::SteInputPlan pl = core::ste_input_plan(p);
+  at::Tensor idx = at::empty({static_cast<int64_t>(pl.idx_ints)}, grad.options().dtype(at::kInt));
+  core::ste_input_indices(p, pl, idx.data_ptr<int32_t>());
+  const auto fopts = grad.options().dtype(at::kFloat);
+  // Each chunk builds the KH - 1 table rows above its first row again: chunks of at least a few rows.
+  at::parallel_for(0, N * H, std::max<int64_t>(4, 2 * g.KH), [&](int64_t b, int64_t e) {
+    at::Tensor ring = at::empty({static_cast<int64_t>(pl.ring_floats)}, fopts);  // 64-byte aligned
+    core::ste_input_rows(p, pl, idx.data_ptr<int32_t>(), ring.data_ptr<float>(), b, e, isa);
+  });
+  return gx;
+}
+
 // The weight's gradient through alpha = mean |w| (core::ste_weight_chain) from G, the effective weight's,
 // in the weight's own layout: AccumulateGrad would otherwise restride it into .grad every step.
 at::Tensor weight_chain(const at::Tensor& G, const at::Tensor& w, const at::Tensor& alpha, bool scale, int64_t Cin,
@@ -732,14 +755,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> xnor_conv2d_backward_packed_cpu(
   const uint64_t* sign = reinterpret_cast<const uint64_t*>(sign_words.data_ptr<int64_t>());
   // The weight gradient's GEMM with sign(x) as table indices (core/xnor_ste_gemm.h) where it applies;
   // FASTPOSE_STE_TABLE=0 keeps oneDNN's (for A/B runs).
-  const bool table_w = mask[1] && dt == at::kFloat && isa != core::Isa::Portable && g.sh == 1 && g.sw == 1 &&
-                       g.dh == 1 && g.dw == 1 && ste_table_enabled();
+  const bool unit = g.sh == 1 && g.sw == 1 && g.dh == 1 && g.dw == 1 && ste_table_enabled();
+  const bool table_w = mask[1] && dt == at::kFloat && isa != core::Isa::Portable && unit;
   at::Tensor G;
   if (table_w) G = table_weight_grad(grad, sign, N, Cin, H, W, g, pad_value == 0, isa);
+  // The input gradient's permute GEMM on AVX-512, where the gradient is channels_last like the activations.
+  const bool table_x = mask[0] && dt == at::kFloat && isa == core::Isa::Avx512 && unit &&
+                       fmt == at::MemoryFormat::ChannelsLast;
+  if (table_x) gx = table_input_grad(grad, w, alpha, x_pass.contiguous(), N, Cin, H, W, g, isa);
 
-  // oneDNN's convolution_backward for the input gradient, for the weight's where the table does not
+  // oneDNN's convolution_backward for the input gradient and the weight's where the tables do not
   // apply, and for the bias's along with them (alone it is a sum over grad).
-  const bool dnn_w = mask[1] && !table_w, dnn = mask[0] || dnn_w;
+  const bool dnn_x = mask[0] && !table_x, dnn_w = mask[1] && !table_w, dnn = dnn_x || dnn_w;
   if (!dnn) {
     if (mask[2]) gb = grad.sum({0, 2, 3});
     if (mask[1]) gw = weight_chain(G, w, alpha, scale, Cin, g, weight);
@@ -778,10 +805,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> xnor_conv2d_backward_packed_cpu(
   std::vector<int64_t> conv_pad = {explicit_pad ? 0 : g.ph, explicit_pad ? 0 : g.pw};
   auto r = at::convolution_backward(grad, input, weff, mask[2] ? c10::OptionalIntArrayRef(at::IntArrayRef{g.Cout})
                                                               : c10::nullopt,
-                                    stride, conv_pad, dilation, false, {0, 0}, 1, {mask[0], dnn_w, mask[2]});
+                                    stride, conv_pad, dilation, false, {0, 0}, 1, {dnn_x, dnn_w, mask[2]});
   if (dnn_w) G = std::get<1>(r);
   if (mask[2]) gb = std::get<2>(r);
-  if (mask[0]) {
+  if (dnn_x) {
     const at::Tensor gin = std::get<0>(r);
     const at::Tensor pass = x_pass.contiguous();
     // In place unless the input gradient is padded; the window zeroes the rest.
