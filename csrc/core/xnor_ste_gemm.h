@@ -18,14 +18,12 @@
 #include <cstdint>
 
 #include "core/isa.h"
+#include "core/xnor_ste_grad.h"
 
 namespace fastpose {
 namespace core {
 
-struct SteWeightProblem {
-  int64_t N, Cin, H, W, Cout, KH, KW, ph, pw, Ho, Wo;  // Ho = H + 2 ph - KH + 1, Wo likewise
-  const float* g;                                      // (N, Cout, Ho, Wo), element strides below
-  int64_t gsn, gsc, gsh, gsw;
+struct SteWeightProblem : SteGrad {
   const uint64_t* sign;  // (N, H, W, CW) words, channel c at bit c % 64 of word c / 64
   int64_t CW;
   bool pad_zero;  // pad_value 0 (else -1)

@@ -651,9 +651,9 @@ bool ste_table_enabled() {
 // The effective weight's gradient (Cout, Cin, KH, KW), contiguous, from the table GEMM.
 at::Tensor table_weight_grad(const at::Tensor& grad, const uint64_t* sign, int64_t N, int64_t Cin, int64_t H,
                              int64_t W, const Geometry& g, bool pad_zero, core::Isa isa) {
-  const core::SteWeightProblem p{N, Cin, H, W, g.Cout, g.KH, g.KW, g.ph, g.pw, g.Ho, g.Wo,
-                                 grad.data_ptr<float>(), grad.stride(0), grad.stride(1), grad.stride(2),
-                                 grad.stride(3), sign, core::xnor_words(Cin), pad_zero};
+  const core::SteWeightProblem p{{N, Cin, H, W, g.Cout, g.KH, g.KW, g.ph, g.pw, g.Ho, g.Wo,
+                                  grad.data_ptr<float>(), grad.stride(0), grad.stride(1), grad.stride(2),
+                                  grad.stride(3)}, sign, core::xnor_words(Cin), pad_zero};
   const core::SteWeightPlan pl = core::ste_weight_plan(p, isa);
   const auto bytes = grad.options().dtype(at::kByte);
   at::Tensor nib = at::empty({static_cast<int64_t>(pl.nib_bytes)}, bytes);
@@ -677,14 +677,16 @@ at::Tensor table_input_grad(const at::Tensor& grad, const at::Tensor& w, const a
                             const at::Tensor& pass_words, int64_t N, int64_t Cin, int64_t H, int64_t W,
                             const Geometry& g, core::Isa isa) {
   at::Tensor gx = at::empty({N, Cin, H, W}, grad.options().memory_format(at::MemoryFormat::ChannelsLast));
-  const core::SteInputProblem p{N, Cin, H, W, g.Cout, g.KH, g.KW, g.ph, g.pw, g.Ho, g.Wo,
-                                grad.data_ptr<float>(), grad.stride(0), grad.stride(1), grad.stride(2), grad.stride(3),
+  const core::SteInputProblem p{{N, Cin, H, W, g.Cout, g.KH, g.KW, g.ph, g.pw, g.Ho, g.Wo,
+                                 grad.data_ptr<float>(), grad.stride(0), grad.stride(1), grad.stride(2), grad.stride(3)},
                                 w.data_ptr<float>(), alpha.defined() ? alpha.data_ptr<float>() : nullptr,
                                 reinterpret_cast<const uint64_t*>(pass_words.data_ptr<int64_t>()), core::xnor_words(Cin),
                                 gx.data_ptr<float>(), gx.stride(0), gx.stride(2), gx.stride(3)};
-  const core::SteInputPlan pl = core::ste_input_plan(p);
+  const core::SteInputPlan pl = core::ste_input_plan(p, isa);
   at::Tensor idx = at::empty({static_cast<int64_t>(pl.idx_ints)}, grad.options().dtype(at::kInt));
-  core::ste_input_indices(p, pl, idx.data_ptr<int32_t>());
+  at::parallel_for(0, g.KH * g.KW, 1, [&](int64_t b, int64_t e) {
+    core::ste_input_indices(p, pl, idx.data_ptr<int32_t>(), b, e);
+  });
   const auto fopts = grad.options().dtype(at::kFloat);
   // Each chunk builds the KH - 1 table rows above its first row again: chunks of at least a few rows.
   at::parallel_for(0, N * H, std::max<int64_t>(4, 2 * g.KH), [&](int64_t b, int64_t e) {
@@ -759,8 +761,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> xnor_conv2d_backward_packed_cpu(
   const bool table_w = mask[1] && dt == at::kFloat && isa != core::Isa::Portable && unit;
   at::Tensor G;
   if (table_w) G = table_weight_grad(grad, sign, N, Cin, H, W, g, pad_value == 0, isa);
-  // The input gradient's permute GEMM on AVX-512, where the gradient is channels_last like the activations.
-  const bool table_x = mask[0] && dt == at::kFloat && isa == core::Isa::Avx512 && unit &&
+  // The input gradient's permute GEMM (AVX2 / AVX-512), where the gradient is channels_last like the activations.
+  const bool table_x = mask[0] && dt == at::kFloat && isa != core::Isa::Portable && unit &&
                        fmt == at::MemoryFormat::ChannelsLast;
   if (table_x) gx = table_input_grad(grad, w, alpha, x_pass.contiguous(), N, Cin, H, W, g, isa);
 

@@ -23,7 +23,7 @@ void check(Isa isa, int64_t N, int64_t Cin, int64_t H, int64_t W, int64_t Cout, 
   for (int64_t i = 0; i < N * H * W; ++i)
     for (int64_t c = 0; c < Cin; ++c)
       if (rng() & 1) sign[i * CW + c / 64] |= uint64_t(1) << (c % 64);
-  SteWeightProblem p{N, Cin, H, W, Cout, KH, KW, ph, pw, Ho, Wo, g.data(), 0, 0, 0, 0, sign.data(), CW, pad_zero};
+  SteWeightProblem p{{N, Cin, H, W, Cout, KH, KW, ph, pw, Ho, Wo, g.data(), 0, 0, 0, 0}, sign.data(), CW, pad_zero};
   if (nhwc)
     p.gsn = Ho * Wo * Cout, p.gsc = 1, p.gsh = Wo * Cout, p.gsw = Cout;
   else

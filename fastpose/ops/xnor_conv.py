@@ -22,12 +22,12 @@ On the CPU (float32 / float64) the autograd (in C++) saves two bit planes of x i
 ``fastpose::xnor_conv2d_backward_packed``. Its weight gradient is a table GEMM for stride 1 float32 on
 AVX2 / AVX-512: four output pixels' gradients make a 16-row table of signed sums and the sign bits of x
 index it, one vector add per four multiply-adds (``FASTPOSE_STE_TABLE=0``, other strides and float64:
-oneDNN on the unpacked signs). The input gradient, for stride 1 float32 channels_last on AVX-512, is a
-permute GEMM (core/xnor_ste_input.h): four output channels' gradients make a 16-entry table per pixel and
-vpermps picks, for 16 input channels at once, the entry the four filter signs index, one permute and one add
-per 64 multiply-adds, with the |x| <= 1 window applied in its store. Elsewhere (and with
-``FASTPOSE_STE_TABLE=0``) it is oneDNN's ``convolution_backward`` on alpha * sign(w) with the window applied
-after. The alpha chain is one loop. Other devices and dtypes, and
+oneDNN on the unpacked signs). The input gradient, for stride 1 float32 channels_last on AVX2 / AVX-512,
+is a permute GEMM (core/xnor_ste_input.h): four (AVX2: three) output channels' gradients make a 16- (8-)
+entry table per pixel and vpermps picks, for a vector of input channels at once, the entry their filter
+signs index, one permute and one add per 64 (24) multiply-adds, with the |x| <= 1 window applied in its
+store. Elsewhere (and with ``FASTPOSE_STE_TABLE=0``) it is oneDNN's ``convolution_backward`` on
+alpha * sign(w) with the window applied after. The alpha chain is one loop. Other devices and dtypes, and
 ``create_graph=True``, take the composite (differentiable) ``xnor_conv2d_backward``.
 """
 import torch
