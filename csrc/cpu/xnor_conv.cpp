@@ -757,13 +757,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> xnor_conv2d_backward_packed_cpu(
   const uint64_t* sign = reinterpret_cast<const uint64_t*>(sign_words.data_ptr<int64_t>());
   // The weight gradient's GEMM with sign(x) as table indices (core/xnor_ste_gemm.h) where it applies;
   // FASTPOSE_STE_TABLE=0 keeps oneDNN's (for A/B runs).
-  const bool unit = g.sh == 1 && g.sw == 1 && g.dh == 1 && g.dw == 1 && ste_table_enabled();
-  const bool table_w = mask[1] && dt == at::kFloat && isa != core::Isa::Portable && unit;
+  // Both table GEMMs: float32 on AVX2 / AVX-512, stride 1, dilation 1, not switched off.
+  const bool tables = dt == at::kFloat && isa != core::Isa::Portable && g.sh == 1 && g.sw == 1 && g.dh == 1 &&
+                      g.dw == 1 && ste_table_enabled();
+  const bool table_w = mask[1] && tables;
   at::Tensor G;
   if (table_w) G = table_weight_grad(grad, sign, N, Cin, H, W, g, pad_value == 0, isa);
   // The input gradient's permute GEMM (AVX2 / AVX-512), where the gradient is channels_last like the activations.
-  const bool table_x = mask[0] && dt == at::kFloat && isa != core::Isa::Portable && unit &&
-                       fmt == at::MemoryFormat::ChannelsLast;
+  const bool table_x = mask[0] && tables && fmt == at::MemoryFormat::ChannelsLast;
   if (table_x) gx = table_input_grad(grad, w, alpha, x_pass.contiguous(), N, Cin, H, W, g, isa);
 
   // oneDNN's convolution_backward for the input gradient and the weight's where the tables do not
