@@ -97,6 +97,44 @@ def test_layout_edges_exact(isa, case, pad_value):
     assert torch.equal(dots, literal_reference(x, wt, None, s, p, d, False, pad_value))
 
 
+# Row pairs (AVX2, 9-16 output columns: two rows as one 32-pixel GEMM block): odd and even counts of top
+# border rows (padding 0, 1, 2; dilation 2), stride 2, odd Ho, a single row, 4-channel remainders, two
+# threads, float64, channels_last and a folded BN; on the other paths the same cases run row by row.
+ROW_PAIR_CASES = [
+    # (n, cin, cout, h, w, k, s, p, d)
+    (1, 130, 9, 9, 16, 3, 1, 1, 1), (2, 64, 13, 8, 14, 3, 1, 0, 1), (1, 96, 7, 12, 31, 3, 2, 1, 1),
+    (1, 40, 5, 10, 13, 3, 1, 2, 2), (1, 200, 6, 5, 9, 1, 1, 0, 1), (1, 65, 4, 1, 12, 3, 1, 1, 1),
+    (1, 257, 11, 7, 15, 5, 1, 2, 1),
+]
+
+
+@pytest.mark.parametrize("case", ROW_PAIR_CASES, ids=[",".join(map(str, c)) for c in ROW_PAIR_CASES])
+@pytest.mark.parametrize("pad_value", [0, -1])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_row_pairs_exact(isa, case, pad_value, threads):
+    n, cin, cout, h, w, k, s, p, d = case
+    x, wt, b = torch.randn(n, cin, h, w), torch.randn(cout, cin, k, k), torch.randn(cout)
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        ref = literal_reference(x, wt, b, s, p, d, True, pad_value)
+        assert torch.equal(xnor_conv2d(x, wt, b, s, p, d, True, pad_value), ref)
+        got = xnor_conv2d(x.contiguous(memory_format=torch.channels_last), wt, b, s, p, d, True, pad_value)
+        assert got.is_contiguous(memory_format=torch.channels_last) and torch.equal(got, ref)
+        x64, w64, b64 = x.double(), wt.double(), b.double()
+        assert torch.equal(xnor_conv2d(x64, w64, b64, s, p, d, True, pad_value),
+                           literal_reference(x64, w64, b64, s, p, d, True, pad_value))
+        sc, sh = torch.randn(cout), torch.randn(cout)
+        wp, alpha = binarize_pack(wt), xnor_alpha(wt)
+        bn_ref = (ref * sc.view(1, -1, 1, 1)) + sh.view(1, -1, 1, 1)
+        for cl in (False, True):
+            got = xnor_conv2d_packed(binarize_pack(x), wp, alpha, b, cin, s, p, d, pad_value, bn_scale=sc, bn_shift=sh,
+                                     channels_last=cl)
+            assert torch.equal(got, bn_ref)
+    finally:
+        torch.set_num_threads(old)
+
+
 @pytest.mark.parametrize("schedule", ["dynamic", "static"])
 @pytest.mark.parametrize("threads", [1, 2])
 def test_thread_split_exact(isa, threads, schedule, monkeypatch):

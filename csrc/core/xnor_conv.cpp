@@ -349,9 +349,20 @@ void xnor_conv_prepare_input_from(const XnorConvProblem& p, const PackSource& sr
   }
 }
 
+namespace {
+// row_pairs: the parity of the top border rows (output rows with a vertical tap above the image).
+int64_t pair_shift(const XnorConvProblem& p) { return std::min(p.Ho, (p.ph + p.sh - 1) / p.sh) % 2; }
+}  // namespace
+
+bool xnor_conv_row_pairs_fit(const XnorConvProblem& p, Isa isa) {
+  // (more than 16 columns already fill 32-pixel blocks; 8 or fewer would leave half of each group empty)
+  return isa == Isa::Avx2 && p.xt != nullptr && !p.pool && xnor_conv_wo_pad(p) == 16 && p.Ho >= 2;
+}
+
 int64_t xnor_conv_units(const XnorConvProblem& p) {
   const int64_t cb = std::max<int64_t>(1, p.cout_block);
-  return p.N * (p.pool ? (p.Ho + 1) / 2 : p.Ho) * ((p.Cout + cb - 1) / cb);
+  const int64_t rows = p.pool ? (p.Ho + 1) / 2 : p.row_pairs ? (p.Ho + pair_shift(p) + 1) / 2 : p.Ho;
+  return p.N * rows * ((p.Cout + cb - 1) / cb);
 }
 
 namespace {
@@ -416,7 +427,9 @@ void xnor_conv2d_forward_ranges(const XnorConvProblem& p, RangeSource next, void
   c_lo = std::min(c_lo, p.Wo);
   c_hi = std::max(c_lo, std::min(c_hi, p.Wo));
 
-  std::vector<int32_t> S(cb * Wop), k0(Wop);
+  // S rows: one output row's sums, or two (row_pairs: the second row's at + Wop, Wop == 16).
+  const int64_t Sst = p.row_pairs ? 2 * Wop : Wop;
+  std::vector<int32_t> S(cb * Sst), k0(Wop);
   // AVX2: the weight's table offsets, per channel block on first use by this thread (<= 4 MB of them).
   std::vector<uint16_t> wtab;
   std::vector<char> wtab_ready;
@@ -485,7 +498,8 @@ void xnor_conv2d_forward_ranges(const XnorConvProblem& p, RangeSource next, void
   }
 
   // One output row's channels [ob * cb, + cb): sums, border corrections, then the epilogue into pe's out.
-  const auto one_row = [&](int64_t n, int64_t oh, int64_t ob, const XnorConvProblem& pe) {
+  // nrows = 2: rows oh and oh + 1 at once (row_pairs), which the caller checked read the same vertical taps.
+  const auto one_row = [&](int64_t n, int64_t oh, int64_t ob, const XnorConvProblem& pe, int nrows = 1) {
     const int64_t o0 = ob * cb;
     const int no = static_cast<int>(std::min(cb, p.Cout - o0));
     int nvi = 0;
@@ -536,8 +550,12 @@ void xnor_conv2d_forward_ranges(const XnorConvProblem& p, RangeSource next, void
       }
       tab = wtab.data() + o0 * KT * CW * 8 + 8 * woff[0];
     }
-    xnor_gemm_block(base, xoff.data(), nk, wo, KT * CW, woff.data(), no, static_cast<int>(Wop), S.data(), Wop,
-                    isa, tab, KT * CW * 8);
+    if (nrows == 2)
+      xnor_gemm_block_avx2(base, xoff.data(), nk, wo, KT * CW, woff.data(), no, static_cast<int>(Wop), S.data(), Sst,
+                           tab, KT * CW * 8, p.sh * RS);
+    else
+      xnor_gemm_block(base, xoff.data(), nk, wo, KT * CW, woff.data(), no, static_cast<int>(Wop), S.data(), Sst,
+                      isa, tab, KT * CW * 8);
 
     const int32_t* wp = wpop + o0 * KT;
     if (pad_m1) {
@@ -552,8 +570,10 @@ void xnor_conv2d_forward_ranges(const XnorConvProblem& p, RangeSource next, void
             }
             for (int64_t j = 0; j < p.KW; ++j) e += wp[o * KT + i * p.KW + j];
           }
-          int32_t* s = S.data() + o * Wop;
-          for (int64_t q = 0; q < p.Wo; ++q) s[q] += e;
+          for (int r = 0; r < nrows; ++r) {
+            int32_t* s = S.data() + o * Sst + r * Wop;
+            for (int64_t q = 0; q < p.Wo; ++q) s[q] += e;
+          }
         }
       }
     } else {
@@ -582,19 +602,34 @@ void xnor_conv2d_forward_ranges(const XnorConvProblem& p, RangeSource next, void
           const int64_t ow = border[bi];
           k0[ow] = static_cast<int32_t>(nvi * border_taps[bi] * p.Cin);
           const int32_t* e = tab->edge.data() + bi * p.Cout + o0;
-          for (int o = 0; o < no; ++o) S[o * Wop + ow] -= e[o];
+          for (int r = 0; r < nrows; ++r)
+            for (int o = 0; o < no; ++o) S[o * Sst + r * Wop + ow] -= e[o];
         }
       }
     }
-    if (dbl)
-      epilogue<double>(pe, n, oh, o0, no, 0, static_cast<int>(p.Wo), S.data(), Wop, k0.data(), nullptr);
-    else
-      epilogue<float>(pe, n, oh, o0, no, 0, static_cast<int>(p.Wo), S.data(), Wop, k0.data(), nullptr);
+    for (int r = 0; r < nrows; ++r) {
+      if (dbl)
+        epilogue<double>(pe, n, oh + r, o0, no, 0, static_cast<int>(p.Wo), S.data() + r * Wop, Sst, k0.data(), nullptr);
+      else
+        epilogue<float>(pe, n, oh + r, o0, no, 0, static_cast<int>(p.Wo), S.data() + r * Wop, Sst, k0.data(), nullptr);
+    }
   };
+  // Rows whose vertical taps all fall inside the image (what a pair needs of both rows).
+  const auto interior = [&](int64_t oh) { return oh * p.sh - p.ph >= 0 && oh * p.sh - p.ph + (p.KH - 1) * p.dh < p.H; };
+  const int64_t pshift = p.row_pairs ? pair_shift(p) : 0, npairs = (p.Ho + pshift + 1) / 2;
 
   do {
     for (int64_t u = begin; u < end; ++u) {
       const int64_t ob = u % nob, ur = u / nob;
+      if (p.row_pairs) {
+        const int64_t n = ur / npairs, oh = 2 * (ur % npairs) - pshift;
+        if (oh >= 0 && oh + 1 < p.Ho && interior(oh) && interior(oh + 1)) {
+          one_row(n, oh, ob, p, 2);
+          continue;
+        }
+        for (int64_t r = std::max<int64_t>(oh, 0); r < std::min(oh + 2, p.Ho); ++r) one_row(n, r, ob, p);
+        continue;
+      }
       if (!p.pool) {
         one_row(ur / p.Ho, ur % p.Ho, ob, p);
         continue;

@@ -188,7 +188,7 @@ void xnor_gemm_tables_avx2(const uint64_t* w, int64_t wstride, int nout, int nst
 
 void xnor_gemm_block_avx2(const uint64_t* x, const int64_t* xoff, int nk, const uint64_t* w, int64_t wstride,
                           const int64_t* woff, int nout, int npix, int32_t* S, int64_t s_ostride,
-                          const uint16_t* tables, int64_t tables_ostride) {
+                          const uint16_t* tables, int64_t tables_ostride, int64_t row2) {
   // Register blocks: 4 channels x 2 groups of 16 pixels (32 pixels), or 8 channels x 1 group for the
   // last group of a row (fewer than 32 pixels left); npix is a multiple of 8, so a group may be half full.
   constexpr int kOB2 = 4, kOB1 = 8;
@@ -207,6 +207,16 @@ void xnor_gemm_block_avx2(const uint64_t* x, const int64_t* xoff, int nk, const 
     if (off.size() < static_cast<size_t>(nout * nkj)) off.resize(nout * nkj);
     gemm_tables(w, wstride, woff, nout, nk, off.data(), nkj);
     offs = off.data(), tstride = nkj;
+  }
+  if (row2 > 0 && npix == 16) {
+    // Two rows of 16 as one block of 32 pixels: group 0 the first row, group 1 the second.
+    for (int k = 0; k < nk; ++k)
+      for (int g = 0; g < 2; ++g) nibble_planes16(x + xoff[k] + g * row2, 16, xb + 16 * k + g, 2);
+    for (int o = 0; o < nout; o += kOB2) {
+      const int no = nout - o < kOB2 ? nout - o : kOB2;
+      fn2[no - 1](xb, nk, offs + o * tstride, tstride, S + o * s_ostride, s_ostride, 16);
+    }
+    return;
   }
   for (int q = 0; q < npix;) {
     const int left = npix - q;

@@ -179,8 +179,9 @@ at::Tensor conv_packed_impl(const at::Tensor& xp, const at::Tensor& wp, const at
                      [&](int64_t b, int64_t e) { core::xnor_conv_prepare_input(p, xtp, b, e); });
   }
   p.xt = xtp;
-  const int64_t units = core::xnor_conv_units(p);
   const core::Isa isa = core::active_isa();
+  p.row_pairs = core::xnor_conv_row_pairs_fit(p, isa);
+  const int64_t units = core::xnor_conv_units(p);
   parallel_unit_ranges(units, min_units_per_thread(p), [&](RangeSource next, void* ctx) {
     core::xnor_conv2d_forward_ranges(p, next, ctx, isa);
   });

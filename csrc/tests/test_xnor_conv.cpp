@@ -219,7 +219,11 @@ void test_conv(Isa isa) {
                              // tails (Wo not a multiple of 8), W < kernel, strides and dilations
                              {1, 63, 6, 5, 17, 3, 1, 1, 1},  {1, 127, 5, 4, 9, 5, 2, 2, 1}, {1, 200, 7, 6, 19, 3, 1, 1, 2},
                              {1, 256, 9, 5, 33, 3, 1, 1, 1}, {1, 300, 5, 4, 8, 1, 1, 0, 1}, {1, 64, 4, 3, 2, 5, 1, 2, 1},
-                             {2, 3, 5, 2, 1, 3, 2, 1, 1},    {1, 65, 4, 7, 7, 5, 2, 0, 2},  {1, 128, 3, 1, 1, 3, 1, 2, 1}};
+                             {2, 3, 5, 2, 1, 3, 2, 1, 1},    {1, 65, 4, 7, 7, 5, 2, 0, 2},  {1, 128, 3, 1, 1, 3, 1, 2, 1},
+                             // row pairs (9-16 output columns): odd / even counts of top border rows,
+                             // stride 2, dilation 2 with pad 2, odd Ho, channel remainders of the 4-channel block
+                             {1, 130, 9, 9, 16, 3, 1, 1, 1}, {1, 64, 13, 8, 14, 3, 1, 0, 1}, {1, 96, 7, 12, 31, 3, 2, 1, 1},
+                             {1, 40, 5, 10, 13, 3, 1, 2, 2}, {2, 200, 6, 5, 9, 1, 1, 0, 1}};
   std::normal_distribution<float> nd;
   for (const Case& c : cases)
     for (int pad_value : {0, -1}) {
@@ -234,8 +238,9 @@ void test_conv(Isa isa) {
       const int64_t CW = xnor_words(c.Cin), KT = c.K * c.K;
       std::vector<int32_t> wpop(c.Cout * KT);
       xnor_weight_popcounts(wp.data(), c.Cout * KT, CW, wpop.data());
-      for (int variant = 0; variant < 3; ++variant) {
-        // 0: NCHW, own row preparation, no wpop; 1: NHWC; 2: NCHW from a prepared input
+      for (int variant = 0; variant < 4; ++variant) {
+        // 0: NCHW, own row preparation, no wpop; 1: NHWC; 2: NCHW from a prepared input; 3: that in row
+        // pairs where they fit (AVX2, 9-16 output columns)
         const bool nhwc = variant == 1;
         std::vector<float> out(c.N * c.Cout * Ho * Wo, NAN);
         XnorConvProblem p{};
@@ -246,7 +251,7 @@ void test_conv(Isa isa) {
         p.alpha = alpha.data(), p.bias = bias.data(), p.bn_scale = nullptr, p.bn_shift = nullptr;
         p.out = out.data(), p.out_type = ElemType::F32, p.out_nhwc = nhwc, p.cout_block = 4;
         std::vector<uint64_t> xt;
-        if (variant == 2) {
+        if (variant >= 2) {
           xt.assign(c.N * c.H * xnor_conv_xt_row_words(p), 0xdeadbeefull);
           xnor_conv_prepare_input(p, xt.data(), 0, c.N * c.H);
           // the one-pass preparation from the float source (NCHW and NHWC) must give the same words
@@ -264,6 +269,11 @@ void test_conv(Isa isa) {
           xnor_conv_prepare_input_from(p, s2, xt3.data(), 0, c.N * c.H, isa);
           FP_CHECK(xt3 == xt);
           p.xt = xt.data();
+          if (variant == 3) {
+            p.row_pairs = xnor_conv_row_pairs_fit(p, isa);
+            FP_CHECK(p.row_pairs == (isa == Isa::Avx2 && Ho >= 2 && Wo > 8 && Wo <= 16));
+            if (!p.row_pairs) continue;
+          }
         }
         // in two calls, as two threads would
         const int64_t units = xnor_conv_units(p);
