@@ -60,12 +60,13 @@ bool channel_major(const XnorConvProblem& p, const int64_t os[4], int64_t n, int
   const float* bns = static_cast<const float*>(p.bn_scale);
   const float* bnt = static_cast<const float*>(p.bn_shift);
   const float* res = static_cast<const float*>(p.residual);
-  if (!bns && !res && !extra && nq <= 32) {
-    // xnor_conv2d's own case (alpha, bias) on short rows (a small layer's 1-4 vectors per channel), as
-    // the AVX-512 form: k0 and the lane masks once for all channels, nothing else tested inside.
-    __m256i kv[4], km[4];
-    const int nt = (nq + 7) / 8;
-    for (int t = 0; t < nt; ++t) km[t] = lanes8(nq - 8 * t), kv[t] = _mm256_maskload_epi32(k0 + 8 * t, km[t]);
+  if (!bns && !res && !extra && nq <= 64) {
+    // xnor_conv2d's own case (alpha, bias) on short rows (a small layer's 1-8 vectors per channel), as
+    // the AVX-512 form: k0 once for all channels, a lane mask only for the last vector.
+    __m256i kv[8];
+    const int nt = (nq + 7) / 8, nfull = nq / 8;
+    const __m256i tail = lanes8(nq - 8 * nfull);
+    for (int t = 0; t < nt; ++t) kv[t] = _mm256_maskload_epi32(k0 + 8 * t, lanes8(nq - 8 * t));
     float* const dst0 = static_cast<float*>(p.out) + n * os[0] + oh * os[2] + q0;
     for (int o = 0; o < no; ++o) {
       const int64_t oc = o0 + o;
@@ -73,13 +74,13 @@ bool channel_major(const XnorConvProblem& p, const int64_t os[4], int64_t n, int
       const int32_t* sp = S + o * s_ostride;
       const __m256 va = _mm256_set1_ps(alpha ? alpha[oc] : 1.f), vb = _mm256_set1_ps(bias ? bias[oc] : 0.f);
       for (int t = 0; t < nt; ++t) {
-        const bool full = nq - 8 * t >= 8;
+        const bool full = t < nfull;
         const __m256i sv = full ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(sp + 8 * t))
-                                : _mm256_maskload_epi32(sp + 8 * t, km[t]);
+                                : _mm256_maskload_epi32(sp + 8 * t, tail);
         __m256 v = _mm256_cvtepi32_ps(_mm256_sub_epi32(kv[t], _mm256_slli_epi32(sv, 1)));
         if (alpha) v = _mm256_mul_ps(v, va);
         if (bias) v = _mm256_add_ps(v, vb);
-        store8(dst + 8 * t, km[t], full, p.stream_out, v);
+        store8(dst + 8 * t, tail, full, p.stream_out, v);
       }
     }
     if (p.stream_out) _mm_sfence();
