@@ -617,13 +617,15 @@ void xnor_conv2d_forward_ranges(const XnorConvProblem& p, RangeSource next, void
   // Rows whose vertical taps all fall inside the image (what a pair needs of both rows).
   const auto interior = [&](int64_t oh) { return oh * p.sh - p.ph >= 0 && oh * p.sh - p.ph + (p.KH - 1) * p.dh < p.H; };
   const int64_t pshift = p.row_pairs ? pair_shift(p) : 0, npairs = (p.Ho + pshift + 1) / 2;
+  // (row_pairs fixes what a unit is; the paired kernel also needs what xnor_conv_row_pairs_fit checks)
+  const bool pair_kernel = isa == Isa::Avx2 && p.xt != nullptr && Wop == 16;
 
   do {
     for (int64_t u = begin; u < end; ++u) {
       const int64_t ob = u % nob, ur = u / nob;
       if (p.row_pairs) {
         const int64_t n = ur / npairs, oh = 2 * (ur % npairs) - pshift;
-        if (oh >= 0 && oh + 1 < p.Ho && interior(oh) && interior(oh + 1)) {
+        if (pair_kernel && oh >= 0 && oh + 1 < p.Ho && interior(oh) && interior(oh + 1)) {
           one_row(n, oh, ob, p, 2);
           continue;
         }

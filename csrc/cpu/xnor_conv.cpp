@@ -97,8 +97,9 @@ int64_t min_units_per_thread(const core::XnorConvProblem& p) {
   int64_t min_macs = int64_t(16) << 20;
   if (const char* e = std::getenv("FASTPOSE_MIN_THREAD_MACS"); e != nullptr && *e != '\0')
     min_macs = std::max<int64_t>(1, std::atoll(e));
+  // (pooled and row-pair units cover two output rows)
   const int64_t unit_macs = std::max<int64_t>(
-      1, std::min<int64_t>(p.cout_block, p.Cout) * p.Wo * p.KH * p.KW * p.CW * 64);
+      1, std::min<int64_t>(p.cout_block, p.Cout) * p.Wo * p.KH * p.KW * p.CW * 64 * (p.pool || p.row_pairs ? 2 : 1));
   return std::max<int64_t>(1, min_macs / unit_macs);
 }
 
