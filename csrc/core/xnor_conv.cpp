@@ -356,7 +356,7 @@ int64_t pair_shift(const XnorConvProblem& p) { return std::min(p.Ho, (p.ph + p.s
 
 bool xnor_conv_row_pairs_fit(const XnorConvProblem& p, Isa isa) {
   // (more than 16 columns already fill 32-pixel blocks; 8 or fewer would leave half of each group empty)
-  return isa == Isa::Avx2 && p.xt != nullptr && !p.pool && xnor_conv_wo_pad(p) == 16 && p.Ho >= 2;
+  return isa == Isa::Avx2 && !p.pool && xnor_conv_wo_pad(p) == 16 && p.Ho >= 2;
 }
 
 int64_t xnor_conv_units(const XnorConvProblem& p) {
@@ -470,12 +470,18 @@ void xnor_conv2d_forward_ranges(const XnorConvProblem& p, RangeSource next, void
   }
   // Without a prepared input: a ring of prepared rows, input row ih of image n in slot ih % R (the rows
   // one output row reads span R, so they never share a slot), tagged with n * H + ih.
+  // Row pairs read R + sh rows; there the ring has R + sh slots and every row is stored twice, in slot
+  // s and s + (R + sh), so the rows of a window are consecutive slots from the window's first: two rows'
+  // taps then sit a fixed sh rows apart, as the paired kernel needs.
   const int64_t R = (p.KH - 1) * p.dh + 1;
+  const bool mirror = p.row_pairs && !p.xt;
+  const int64_t Rr = mirror ? R + p.sh : R;
+  const auto slot = [Rr](int64_t ih) { return ((ih % Rr) + Rr) % Rr; };
   std::vector<uint64_t> rows, packed_row;
   std::vector<int64_t> tags;
   if (!p.xt) {
-    rows.resize(R * RS);
-    tags.assign(R, -1);
+    rows.resize((mirror ? 2 : 1) * Rr * RS);
+    tags.assign(Rr, -1);
     if (!p.x) packed_row.resize(p.W * CW);
   }
 
@@ -512,9 +518,9 @@ void xnor_conv2d_forward_ranges(const XnorConvProblem& p, RangeSource next, void
       base = p.xt + n * p.H * RS;
     } else {
       base = rows.data();
-      for (int k = 0; k < nvi; ++k) {
-        const int64_t ih = oh * p.sh - p.ph + vi[k] * p.dh, r = n * p.H + ih;
-        if (tags[ih % R] == r) continue;
+      for (int k = 0; k < nvi * nrows; ++k) {
+        const int64_t ih = (oh + k / nvi) * p.sh - p.ph + vi[k % nvi] * p.dh, r = n * p.H + ih, sl = slot(ih);
+        if (tags[sl] == r) continue;
         const uint64_t* src_row = p.x ? p.x + r * p.W * CW : packed_row.data();
         if (!p.x) {
           if (p.src_scale)
@@ -522,15 +528,16 @@ void xnor_conv2d_forward_ranges(const XnorConvProblem& p, RangeSource next, void
           else
             pack_rows(*p.src, r, r + 1, packed_row.data(), p.src_isa);
         }
-        prepare_row(p, src_row, rows.data() + (ih % R) * RS);
-        tags[ih % R] = r;
+        prepare_row(p, src_row, rows.data() + sl * RS);
+        if (mirror) std::memcpy(rows.data() + (sl + Rr) * RS, rows.data() + sl * RS, sizeof(uint64_t) * RS);
+        tags[sl] = r;
       }
     }
     int nk = 0;
     for (int k = 0; k < nvi; ++k) {
       const int64_t i = vi[k];
       const int64_t ih = oh * p.sh - p.ph + i * p.dh;
-      const int64_t roff = (p.xt ? ih : ih % R) * RS;
+      const int64_t roff = (p.xt ? ih : mirror ? slot(oh * p.sh - p.ph) + i * p.dh : slot(ih)) * RS;
       for (int64_t j = 0; j < p.KW; ++j) {
         const int64_t jd = j * p.dw, ph = jd % p.sw, t0 = jd / p.sw;
         for (int64_t c = 0; c < CW; ++c) {
@@ -618,7 +625,7 @@ void xnor_conv2d_forward_ranges(const XnorConvProblem& p, RangeSource next, void
   const auto interior = [&](int64_t oh) { return oh * p.sh - p.ph >= 0 && oh * p.sh - p.ph + (p.KH - 1) * p.dh < p.H; };
   const int64_t pshift = p.row_pairs ? pair_shift(p) : 0, npairs = (p.Ho + pshift + 1) / 2;
   // (row_pairs fixes what a unit is; the paired kernel also needs what xnor_conv_row_pairs_fit checks)
-  const bool pair_kernel = isa == Isa::Avx2 && p.xt != nullptr && Wop == 16;
+  const bool pair_kernel = isa == Isa::Avx2 && Wop == 16 && (p.xt != nullptr || mirror);
 
   do {
     for (int64_t u = begin; u < end; ++u) {

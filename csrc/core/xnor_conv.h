@@ -174,7 +174,7 @@ void affine_row_nchw_f32_avx2(const float* src, int64_t C, int64_t W, int64_t sc
 // row_pairs: (n, pair of rows 2i - s and 2i - s + 1, block), s the parity of the top border rows, so the
 // interior rows pair up.
 int64_t xnor_conv_units(const XnorConvProblem& p);
-// Whether row_pairs pays for p on isa: AVX2, a prepared input (xt), 9-16 output columns, no pooling.
+// Whether row_pairs pays for p on isa: AVX2, 9-16 output columns, no pooling (prepared input or rings).
 bool xnor_conv_row_pairs_fit(const XnorConvProblem& p, Isa isa);
 void xnor_conv2d_forward(const XnorConvProblem& p, int64_t begin, int64_t end, Isa isa);
 // The same over the unit ranges next(ctx, &begin, &end) yields until it returns false, with the

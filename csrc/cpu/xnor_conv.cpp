@@ -538,6 +538,7 @@ void xnor_conv2d_fused_cpu(const at::Tensor& x, const at::Tensor& weight_packed,
   p.fused_isa = isa;
   p.stream_out = !pool && stream_stores(span_bytes(out));
   p.pool = pool;
+  p.row_pairs = core::xnor_conv_row_pairs_fit(p, isa);
   {
     const char* e = std::getenv("FASTPOSE_PREFETCH_RESIDUAL");  // A/B toggle, read per call
     p.prefetch_residual = e == nullptr || std::strcmp(e, "0") != 0;

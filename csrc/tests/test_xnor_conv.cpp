@@ -238,9 +238,10 @@ void test_conv(Isa isa) {
       const int64_t CW = xnor_words(c.Cin), KT = c.K * c.K;
       std::vector<int32_t> wpop(c.Cout * KT);
       xnor_weight_popcounts(wp.data(), c.Cout * KT, CW, wpop.data());
-      for (int variant = 0; variant < 4; ++variant) {
+      for (int variant = 0; variant < 5; ++variant) {
         // 0: NCHW, own row preparation, no wpop; 1: NHWC; 2: NCHW from a prepared input; 3: that in row
-        // pairs where they fit (AVX2, 9-16 output columns)
+        // pairs where they fit (AVX2, 9-16 output columns); 4: own row preparation (the mirrored ring) in
+        // row pairs
         const bool nhwc = variant == 1;
         std::vector<float> out(c.N * c.Cout * Ho * Wo, NAN);
         XnorConvProblem p{};
@@ -251,7 +252,11 @@ void test_conv(Isa isa) {
         p.alpha = alpha.data(), p.bias = bias.data(), p.bn_scale = nullptr, p.bn_shift = nullptr;
         p.out = out.data(), p.out_type = ElemType::F32, p.out_nhwc = nhwc, p.cout_block = 4;
         std::vector<uint64_t> xt;
-        if (variant >= 2) {
+        if (variant == 4) {
+          p.row_pairs = xnor_conv_row_pairs_fit(p, isa);
+          if (!p.row_pairs) continue;
+        }
+        if (variant == 2 || variant == 3) {
           xt.assign(c.N * c.H * xnor_conv_xt_row_words(p), 0xdeadbeefull);
           xnor_conv_prepare_input(p, xt.data(), 0, c.N * c.H);
           // the one-pass preparation from the float source (NCHW and NHWC) must give the same words

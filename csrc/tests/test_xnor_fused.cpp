@@ -58,7 +58,7 @@ void test_fused_conv(Isa isa) {
   // Every output form the epilogues have: packed signs + residual (the HPM stage), plain values with
   // bias, folded BN and pad_value = -1 borders (the xnor_conv2d / xnor_conv2d_packed forms), both layouts.
   for (const Case& c : {Case{1, 70, 67, 5, 6}, Case{2, 64, 128, 4, 17}, Case{1, 3, 16, 3, 3}, Case{1, 130, 200, 2, 9},
-                        Case{1, 64, 48, 3, 37}})
+                        Case{1, 64, 48, 3, 37}, Case{1, 70, 67, 7, 12}, Case{2, 64, 128, 6, 16}})
     for (int form = 0; form < 2; ++form)
     for (bool nhwc : {false, true}) {
       const bool packed = form == 0;
@@ -98,6 +98,9 @@ void test_fused_conv(Isa isa) {
       if (packed) p.next_scale = ns.data(), p.next_shift = nt.data(), p.out_packed = op.data();
       p.fused_isa = isa;
       p.cout_block = 64;
+      // AVX2, 9-16 columns: row pairs through the mirrored ring of prepared rows
+      p.row_pairs = xnor_conv_row_pairs_fit(p, isa);
+      FP_CHECK(p.row_pairs == (isa == Isa::Avx2 && Wo > 8 && Wo <= 16));
       xnor_conv2d_forward(p, 0, xnor_conv_units(p), isa);
       for (int64_t n = 0; n < c.N; ++n)
         for (int64_t oh = 0; oh < Ho; ++oh)
