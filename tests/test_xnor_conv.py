@@ -97,14 +97,16 @@ def test_layout_edges_exact(isa, case, pad_value):
     assert torch.equal(dots, literal_reference(x, wt, None, s, p, d, False, pad_value))
 
 
-# Row pairs (AVX2, 9-16 output columns: two rows as one 32-pixel GEMM block): odd and even counts of top
+# Row pairs (AVX2, up to 16 output columns: two rows as one 32-pixel GEMM block, or two 8-column rows as
+# one 16-pixel group): odd and even counts of top
 # border rows (padding 0, 1, 2; dilation 2), stride 2, odd Ho, a single row, 4-channel remainders, two
 # threads, float64, channels_last and a folded BN; on the other paths the same cases run row by row.
 ROW_PAIR_CASES = [
     # (n, cin, cout, h, w, k, s, p, d)
     (1, 130, 9, 9, 16, 3, 1, 1, 1), (2, 64, 13, 8, 14, 3, 1, 0, 1), (1, 96, 7, 12, 31, 3, 2, 1, 1),
     (1, 40, 5, 10, 13, 3, 1, 2, 2), (1, 200, 6, 5, 9, 1, 1, 0, 1), (1, 65, 4, 1, 12, 3, 1, 1, 1),
-    (1, 257, 11, 7, 15, 5, 1, 2, 1),
+    (1, 257, 11, 7, 15, 5, 1, 2, 1), (1, 70, 9, 9, 8, 3, 1, 1, 1), (2, 33, 13, 6, 5, 3, 1, 1, 1),
+    (1, 128, 7, 9, 7, 3, 2, 1, 1),
 ]
 
 

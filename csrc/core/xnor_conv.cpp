@@ -355,8 +355,10 @@ int64_t pair_shift(const XnorConvProblem& p) { return std::min(p.Ho, (p.ph + p.s
 }  // namespace
 
 bool xnor_conv_row_pairs_fit(const XnorConvProblem& p, Isa isa) {
-  // (more than 16 columns already fill 32-pixel blocks; 8 or fewer would leave half of each group empty)
-  return isa == Isa::Avx2 && !p.pool && xnor_conv_wo_pad(p) == 16 && p.Ho >= 2;
+  // (more than 16 columns already fill 32-pixel blocks. 8-column rows pair only from a prepared input:
+  // through the fused op's rings the mirrored copies cost the small layers more than the pairs gained.)
+  const int64_t wop = xnor_conv_wo_pad(p);
+  return isa == Isa::Avx2 && !p.pool && (wop == 16 || (wop == 8 && p.xt != nullptr)) && p.Ho >= 2;
 }
 
 int64_t xnor_conv_units(const XnorConvProblem& p) {
@@ -427,7 +429,7 @@ void xnor_conv2d_forward_ranges(const XnorConvProblem& p, RangeSource next, void
   c_lo = std::min(c_lo, p.Wo);
   c_hi = std::max(c_lo, std::min(c_hi, p.Wo));
 
-  // S rows: one output row's sums, or two (row_pairs: the second row's at + Wop, Wop == 16).
+  // S rows: one output row's sums, or two (row_pairs: the second row's at + Wop, Wop == 16 or 8).
   const int64_t Sst = p.row_pairs ? 2 * Wop : Wop;
   std::vector<int32_t> S(cb * Sst), k0(Wop);
   // AVX2: the weight's table offsets, per channel block on first use by this thread (<= 4 MB of them).
@@ -625,7 +627,7 @@ void xnor_conv2d_forward_ranges(const XnorConvProblem& p, RangeSource next, void
   const auto interior = [&](int64_t oh) { return oh * p.sh - p.ph >= 0 && oh * p.sh - p.ph + (p.KH - 1) * p.dh < p.H; };
   const int64_t pshift = p.row_pairs ? pair_shift(p) : 0, npairs = (p.Ho + pshift + 1) / 2;
   // (row_pairs fixes what a unit is; the paired kernel also needs what xnor_conv_row_pairs_fit checks)
-  const bool pair_kernel = isa == Isa::Avx2 && Wop == 16 && (p.xt != nullptr || mirror);
+  const bool pair_kernel = isa == Isa::Avx2 && (Wop == 16 || Wop == 8) && (p.xt != nullptr || mirror);
 
   do {
     for (int64_t u = begin; u < end; ++u) {

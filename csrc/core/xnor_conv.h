@@ -59,7 +59,8 @@ struct XnorConvProblem {
   const uint64_t* xt = nullptr;
   // Work units of two output rows (set only where xnor_conv_row_pairs_fit says so): the AVX2 GEMM then
   // runs two 16-pixel rows as one 32-pixel block (4 channels x 2 groups: each weight table serves both
-  // rows) instead of 8 channels x 1 group; pairs whose rows read different vertical taps run row by row.
+  // rows) instead of 8 channels x 1 group, or two 8-pixel rows as one full 16-pixel group instead of a
+  // half-empty one; pairs whose rows read different vertical taps run row by row.
   bool row_pairs = false;
   // Fused epilogue (xnor_conv2d_fused; float32 / float64 output; off while all of these are unset).
   // With v the output value above (alpha, bias, bn applied):
@@ -174,7 +175,8 @@ void affine_row_nchw_f32_avx2(const float* src, int64_t C, int64_t W, int64_t sc
 // row_pairs: (n, pair of rows 2i - s and 2i - s + 1, block), s the parity of the top border rows, so the
 // interior rows pair up.
 int64_t xnor_conv_units(const XnorConvProblem& p);
-// Whether row_pairs pays for p on isa: AVX2, 9-16 output columns, no pooling (prepared input or rings).
+// Whether row_pairs pays for p on isa: AVX2, no pooling, 9-16 output columns (prepared input or rings)
+// or 1-8 (prepared input only).
 bool xnor_conv_row_pairs_fit(const XnorConvProblem& p, Isa isa);
 void xnor_conv2d_forward(const XnorConvProblem& p, int64_t begin, int64_t end, Isa isa);
 // The same over the unit ranges next(ctx, &begin, &end) yields until it returns false, with the
@@ -192,8 +194,8 @@ void xnor_weight_popcounts(const uint64_t* w, int64_t taps_total, int64_t CW, in
 void xnor_gemm_block(const uint64_t* x, const int64_t* xoff, int nk, const uint64_t* w, int64_t wstride,
                      const int64_t* woff, int nout, int npix, int32_t* S, int64_t s_ostride, Isa isa,
                      const uint16_t* avx2_tables = nullptr, int64_t tables_ostride = 0);
-// row2 (AVX2 only): > 0 with npix == 16 runs two rows at once, the second's pixels at x[xoff[k] + row2 + q]
-// and its sums at S[o * s_ostride + 16 + q] (s_ostride >= 32).
+// row2 (AVX2 only): > 0 with npix == 16 or 8 runs two rows at once, the second's pixels at
+// x[xoff[k] + row2 + q] and its sums at S[o * s_ostride + npix + q] (s_ostride >= 2 npix).
 void xnor_gemm_block_avx2(const uint64_t* x, const int64_t* xoff, int nk, const uint64_t* w, int64_t wstride,
                           const int64_t* woff, int nout, int npix, int32_t* S, int64_t s_ostride,
                           const uint16_t* tables = nullptr, int64_t tables_ostride = 0, int64_t row2 = 0);

@@ -56,13 +56,15 @@ constexpr int kChunkSteps = kDrainSteps * 292;       // 16-bit sums: <= 32 x 204
 // (0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15)
 
 // Nibble planes of 16 words src[0..n) (n = 8 or 16; missing words read as 0): dst[j * stride], j < 8.
-inline void nibble_planes16(const uint64_t* src, int n, __m256i* dst, int64_t stride) {
+// src2 (with n = 16): words 8..15 from src2[0..8) instead (two 8-pixel rows as one group).
+inline void nibble_planes16(const uint64_t* src, int n, __m256i* dst, int64_t stride, const uint64_t* src2 = nullptr) {
   // In-lane: a lane's two words a, b -> 16-bit units (a[j], b[j]) for bytes j = 0..7.
   const __m256i pair = _mm256_setr_epi8(0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15, 0, 8, 1, 9, 2, 10, 3,
                                         11, 4, 12, 5, 13, 6, 14, 7, 15);
   __m256i y[4];
   for (int m = 0; m < 4; ++m)
-    y[m] = 4 * m < n ? _mm256_shuffle_epi8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + 4 * m)), pair)
+    y[m] = 4 * m < n ? _mm256_shuffle_epi8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(
+                                               m >= 2 && src2 ? src2 + 4 * (m - 2) : src + 4 * m)), pair)
                      : _mm256_setzero_si256();
   // 8 x 8 transpose of the 16-bit units (lane l of y[m] is word pair 2m + l): b[i] holds bytes 2i and
   // 2i + 1 of the even pairs in its low lane and of the odd pairs in its high lane.
@@ -215,6 +217,15 @@ void xnor_gemm_block_avx2(const uint64_t* x, const int64_t* xoff, int nk, const 
     for (int o = 0; o < nout; o += kOB2) {
       const int no = nout - o < kOB2 ? nout - o : kOB2;
       fn2[no - 1](xb, nk, offs + o * tstride, tstride, S + o * s_ostride, s_ostride, 16);
+    }
+    return;
+  }
+  if (row2 > 0 && npix == 8) {
+    // Two rows of 8 as one full group of 16 (a lone 8-pixel row fills half of one).
+    for (int k = 0; k < nk; ++k) nibble_planes16(x + xoff[k], 16, xb + 8 * k, 1, x + xoff[k] + row2);
+    for (int o = 0; o < nout; o += kOB1) {
+      const int no = nout - o < kOB1 ? nout - o : kOB1;
+      fn1[no - 1](xb, nk, offs + o * tstride, tstride, S + o * s_ostride, s_ostride, 16);
     }
     return;
   }

@@ -98,10 +98,22 @@ void test_fused_conv(Isa isa) {
       if (packed) p.next_scale = ns.data(), p.next_shift = nt.data(), p.out_packed = op.data();
       p.fused_isa = isa;
       p.cout_block = 64;
-      // AVX2, 9-16 columns: row pairs through the mirrored ring of prepared rows
-      p.row_pairs = xnor_conv_row_pairs_fit(p, isa);
-      FP_CHECK(p.row_pairs == (isa == Isa::Avx2 && Wo > 8 && Wo <= 16));
-      xnor_conv2d_forward(p, 0, xnor_conv_units(p), isa);
+      // Row pairs through the mirrored ring of prepared rows: what xnor_conv_row_pairs_fit picks there
+      // (AVX2, 9-16 columns), set by hand for every path and width (the kernel pairs 1-16 columns on AVX2).
+      FP_CHECK(xnor_conv_row_pairs_fit(p, isa) == (isa == Isa::Avx2 && Ho >= 2 && Wo > 8 && Wo <= 16));
+      if (Ho >= 2) {
+        p.row_pairs = true;
+        xnor_conv2d_forward(p, 0, xnor_conv_units(p), isa);
+        const std::vector<float> out_pairs = out;
+        const std::vector<uint64_t> op_pairs = op;
+        std::fill(out.begin(), out.end(), 7.f);
+        std::fill(op.begin(), op.end(), ~uint64_t(0));
+        p.row_pairs = false;
+        xnor_conv2d_forward(p, 0, xnor_conv_units(p), isa);
+        FP_CHECK(out == out_pairs && op == op_pairs);
+      } else {
+        xnor_conv2d_forward(p, 0, xnor_conv_units(p), isa);
+      }
       for (int64_t n = 0; n < c.N; ++n)
         for (int64_t oh = 0; oh < Ho; ++oh)
           for (int64_t ow = 0; ow < Wo; ++ow) {
