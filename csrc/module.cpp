@@ -9,7 +9,8 @@
 #include "core/xnor_conv.h"
 
 namespace fastpose {
-int xnor_alpha_sum_lanes();  // cpu/xnor_conv.cpp
+int xnor_alpha_sum_lanes();               // cpu/xnor_conv.cpp
+void bind_replay(pybind11::module_& m);  // replay.cpp
 }
 
 #ifndef FASTPOSE_WITH_CUDA
@@ -49,6 +50,7 @@ double popcount_peak(int64_t iters, int reps) {
 
 PYBIND11_MODULE(_C, m) {
   m.doc() = "fastpose native extension";
+  fastpose::bind_replay(m);
   m.def("build_info", &build_info, "Build configuration and the CPU instruction set in use.");
   m.def("cpu_isa", [] { return std::string(fastpose::core::isa_name(fastpose::core::active_isa())); },
         "The CPU instruction set kernels use now (honours FASTPOSE_ISA).");

@@ -33,6 +33,7 @@ from . import models  # noqa: E402
 from . import data  # noqa: E402
 from . import heatmaps  # noqa: E402
 from . import metrics  # noqa: E402
+from . import replay  # noqa: E402
 from .cpu_allocator import (  # noqa: E402
     cpu_caching_allocator, cpu_caching_allocator_stats, disable_cpu_caching_allocator, empty_cpu_cache,
     enable_cpu_caching_allocator, inference_scope, set_inference_cache,
@@ -41,6 +42,6 @@ from .cpu_allocator import _enable_from_env  # noqa: E402
 
 _enable_from_env()
 
-__all__ = ["ops", "nn", "dsnt", "models", "data", "heatmaps", "metrics", "build_info", "__version__",
+__all__ = ["ops", "nn", "dsnt", "models", "data", "heatmaps", "metrics", "replay", "build_info", "__version__",
            "enable_cpu_caching_allocator", "disable_cpu_caching_allocator", "cpu_caching_allocator",
            "cpu_caching_allocator_stats", "empty_cpu_cache", "inference_scope", "set_inference_cache"]
