@@ -1,7 +1,9 @@
 """The packed binary HPM hourglass end to end (CPU, batch 1, 256x256, float32, 1 and 2 threads).
 
 impl "fastpose": ``fastpose.nn.pack(binary_hpm_hourglass(stacks=1, num_joints=16))``, eval, no grad: the
-fused inference path (fastpose.models.hpm_packed). Baselines, in the same run:
+fused inference path (fastpose.models.hpm_packed). impl "fastpose_replay": that model's forward recorded
+once by ``fastpose.replay.capture`` and replayed from C++ (the same kernels, bit-identical outputs, no
+Python between them). Baselines, in the same run:
     eager          the same binary model on its torch backend, eval, no grad: the same inference graph in
                    plain PyTorch ops (folded BN, sign, conv2d of +-1 values on channels_last, oneDNN)
     eager_bn       the torch backend's training-style forward (F.batch_norm, NCHW; what "eager" was
@@ -17,6 +19,7 @@ import io
 import pytest
 import torch
 
+import fastpose
 import fastpose.nn as fnn
 from fastpose import models
 
@@ -24,7 +27,7 @@ from _common import num_threads, run, tag
 
 THREADS = sorted({1, 2} | {torch.get_num_threads()})
 SIZE = 256
-IMPLS = ["fastpose", "eager", "eager_bn", "float_nchw", "float_cl", "float_onnxrt"]
+IMPLS = ["fastpose", "fastpose_replay", "eager", "eager_bn", "float_nchw", "float_cl", "float_onnxrt"]
 _MODELS = {}
 
 
@@ -41,7 +44,7 @@ def _randomise(m):
 def _model(impl):
     if impl not in _MODELS:
         torch.manual_seed(0)
-        if impl == "fastpose":
+        if impl in ("fastpose", "fastpose_replay"):
             m = fnn.pack(_randomise(models.create("binary_hpm_hourglass", stacks=1, num_joints=16)))
         elif impl in ("eager", "eager_bn"):
             m = _randomise(models.create("binary_hpm_hourglass", stacks=1, num_joints=16, backend="torch"))
@@ -89,5 +92,11 @@ def test_binary_hpm_packed_cpu(benchmark, impl, threads):
         with torch.set_grad_enabled(impl == "eager_bn"):
             return m(x)
 
+    if impl == "fastpose_replay":
+        replay = fastpose.replay.capture(m, x)
+
+        def fwd():
+            return replay(x)
+
     with num_threads(threads):
-        run(benchmark, fwd, "cpu", rounds=10 if impl == "fastpose" else 3, warmup=2)
+        run(benchmark, fwd, "cpu", rounds=10 if impl.startswith("fastpose") else 3, warmup=2)

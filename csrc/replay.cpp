@@ -11,10 +11,12 @@
 // before. A slot is dropped after its last reader (free_after), so a run holds no more activations
 // than the Python function did.
 #include <torch/extension.h>
+#include <pybind11/complex.h>
 #include <torch/csrc/jit/python/pybind_utils.h>
 
 #include <ATen/core/dispatch/Dispatcher.h>
 
+#include <complex>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -65,6 +67,29 @@ c10::IValue patched_list(const c10::IValue& tmpl, const std::vector<SlotRef>& in
   return l;
 }
 
+// A Python number where the schema has a Tensor (t * 2 reaches the dispatcher so) becomes what
+// PyTorch's argument parser makes of it: a wrapped-number scalar tensor, which type promotion treats
+// as a Python scalar (float32 * 2.5 stays float32).
+c10::IValue argument(const py::handle& v, const c10::TypePtr& type) {
+  if (type->kind() == c10::TypeKind::TensorType && !THPVariable_Check(v.ptr())) {
+    at::Scalar sc;
+    if (PyBool_Check(v.ptr()))
+      sc = at::Scalar(v.cast<bool>());
+    else if (PyLong_Check(v.ptr()))
+      sc = at::Scalar(v.cast<int64_t>());
+    else if (PyFloat_Check(v.ptr()))
+      sc = at::Scalar(v.cast<double>());
+    else if (PyComplex_Check(v.ptr()))
+      sc = at::Scalar(c10::complex<double>(v.cast<std::complex<double>>()));
+    else
+      return torch::jit::toIValue(v, type);
+    at::Tensor t = at::scalar_tensor(sc, at::TensorOptions().dtype(sc.type()));
+    t.unsafeGetTensorImpl()->set_wrapped_number(true);
+    return t;
+  }
+  return torch::jit::toIValue(v, type);
+}
+
 class Plan {
  public:
   Plan(int64_t slots, int64_t inputs) : slots_(slots), inputs_(inputs) {
@@ -86,7 +111,7 @@ class Plan {
     for (const int64_t f : free_after)
       TORCH_CHECK_VALUE(f >= 0 && f < slots_, "replay: bad slot ", f, " to free");
     s.args.reserve(formals.size());
-    for (size_t i = 0; i < formals.size(); ++i) s.args.push_back(torch::jit::toIValue(args[i], formals[i].type()));
+    for (size_t i = 0; i < formals.size(); ++i) s.args.push_back(argument(args[i], formals[i].type()));
     for (const SlotRef& r : s.in) {  // drop the recorded tensors: the plan must not keep activations alive
       c10::IValue& a = s.args[r.pos];
       if (r.elem < 0) {

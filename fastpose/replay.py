@@ -43,7 +43,7 @@ from .cpu_allocator import inference_scope
 __all__ = ["Replay", "capture"]
 
 # Operators whose result decides Python control flow or whose output size is data-dependent.
-_DATA_DEPENDENT = {"nonzero", "masked_select", "unique", "_unique", "_unique2", "unique_consecutive", "unique_dim",
+_DATA_DEPENDENT = {"nonzero", "masked_select", "bincount", "unique", "_unique", "_unique2", "unique_consecutive", "unique_dim",
                    "unique_dim_consecutive", "nonzero_numpy", "argwhere", "_local_scalar_dense", "equal",
                    "is_nonzero", "item"}
 # Pure views: with only recorded-constant tensor arguments they are evaluated once, at capture.
@@ -64,7 +64,9 @@ class _Recorder(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         name = func._schema.name.split("::")[-1]
-        if name in _DATA_DEPENDENT:
+        if name in _DATA_DEPENDENT or (name == "repeat_interleave" and func._overloadname != "self_int") or (
+                name == "index" and any(
+                isinstance(i, torch.Tensor) and i.dtype in (torch.bool, torch.uint8) for i in args[1])):
             raise ValueError(f"replay.capture: {func} depends on tensor values (its result is a Python value or "
                              "has a data-dependent size); such a function cannot be replayed")
         out = func(*args, **kwargs)
