@@ -58,10 +58,12 @@ def test_train_options_cover_the_config():
 
 def test_demo_quick(tmp_path):
     out = _run("demo", "--quick", "--out", str(tmp_path / "demo"), timeout=600)
-    for text in ("CPU ISA", "Triton", "PCK@0.2", "packed 1-bit", "packed predictions identical: True"):
+    for text in ("CPU ISA", "Triton", "PCK@0.2", "packed 1-bit", "packed predictions identical: True",
+                 "outputs identical: True"):
         assert text in out, text
     summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
     assert [r["model"] for r in summary["results"]] == ["hourglass", "binary_hpm_hourglass"]
     assert summary["model_bytes"]["binary HPM, packed 1-bit"] < summary["model_bytes"]["binary HPM, latent float weights"]
+    assert summary["replay_identical"] is True and summary["replay_ms"] > 0
     for name in ("curves.png", "predictions.png"):
         assert (tmp_path / "demo" / name).stat().st_size > 0
