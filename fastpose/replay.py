@@ -19,21 +19,29 @@ the function computed is this run's value (the inputs are the new inputs). So
   ``ValueError``; capture again for it), and to every decision the Python code made while recording
   (branches on shapes, module attributes, ``torch.get_num_threads()`` read in Python; the kernels' own
   thread count is read when they run);
-- it is a snapshot of the model: tensors the function read but did not compute (weights, folded
-  BatchNorms, cached packed filters) are held by the replay as they were; changing the model's
-  parameters afterwards does not change it (capture again, as with CUDA graphs);
+- it is a snapshot of the model: the tensors the function read but did not compute (weights, folded
+  BatchNorms, cached packed filters) are held as they were; in-place writes to those very tensors
+  show, but what the Python code would re-derive after a change (a new packed filter, a replaced
+  parameter) does not: capture again after changing the model, as with CUDA graphs;
+- the function is recorded on copies of the example inputs (same strides; the examples are not
+  modified), so an example passed twice, or also read by the function as a constant, is still an
+  input of its own; tensors it makes from Python data (``torch.tensor``) are copied anew in each run;
 - it runs with autograd off (the recording does too): inference only;
-- every tensor it returns is newly allocated by the run that returns it (as the function's own
-  outputs would be), unless the function returned an input or a tensor it did not compute;
+- results may be tensors in nested tuples, lists and dicts, with other values kept as recorded; every
+  tensor it returns is newly allocated by the run that returns it (as the function's own outputs would
+  be), unless the function returned an input or a tensor it did not compute;
 - functions whose control flow depends on tensor values cannot be recorded: an operator that returns
-  a Python number or bool (``.item()``, ``torch.equal``, ``bool(t)``) or an output whose size depends
-  on the data (``nonzero``, ``masked_select``, ``unique``) raises ``ValueError`` at capture.
+  a Python number or bool (``.item()``, ``torch.equal``, ``bool(t)``), a host read (``.tolist()``,
+  ``.numpy()``, ``tensor_split`` at a tensor of indices) or an output whose size depends on the data
+  (``nonzero``, boolean-mask indexing, ``masked_select``, ``unique``, ``repeat_interleave`` by a tensor,
+  ``bincount``) raises ``ValueError`` at capture. Other value-dependent control flow is not detected.
   Random-number operators draw new numbers in each run.
 
 The caching allocator's ``inference_scope`` (fastpose.cpu_allocator) is entered around each run, as the
 packed models' own forward does. The GIL is released while the steps run.
 """
 import torch
+from torch.overrides import TorchFunctionMode
 from torch.utils import _pytree as pytree
 from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -46,6 +54,8 @@ __all__ = ["Replay", "capture"]
 _DATA_DEPENDENT = {"nonzero", "masked_select", "bincount", "unique", "_unique", "_unique2", "unique_consecutive", "unique_dim",
                    "unique_dim_consecutive", "nonzero_numpy", "argwhere", "_local_scalar_dense", "equal",
                    "is_nonzero", "item"}
+# Overloads that read a tensor argument's values on the host (split points, a start index).
+_DATA_DEPENDENT_OVERLOADS = {("narrow", "Tensor")}
 # Pure views: with only recorded-constant tensor arguments they are evaluated once, at capture.
 _FOLDABLE_VIEWS = {"aten::detach", "aten::alias", "aten::slice", "aten::view", "aten::t", "aten::permute",
                    "aten::unsqueeze", "aten::squeeze", "aten::expand", "aten::select", "aten::as_strided",
@@ -56,6 +66,23 @@ _METADATA_INPLACE = {"aten::resize_", "aten::resize_as_", "aten::as_strided_", "
                      "aten::detach_"}
 
 
+# Reads of tensor values that never reach the dispatcher: the Python-level calls are refused while
+# recording (a TorchFunctionMode, thread-local like the dispatch mode).
+_HOST_READS = {"tolist", "numpy", "__array__"}
+
+
+class _HostReadGuard(TorchFunctionMode):
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = getattr(func, "__name__", "")
+        if name in _HOST_READS or (name == "tensor_split" and isinstance(
+                args[1] if len(args) > 1 else kwargs.get("indices_or_sections", kwargs.get("tensor_indices_or_sections")),
+                torch.Tensor)):
+            raise ValueError(f"replay.capture: {name}() reads tensor values on the host; such a function cannot be "
+                             "replayed")
+        return func(*args, **kwargs)
+
+
 class _Recorder(TorchDispatchMode):
     def __init__(self):
         super().__init__()
@@ -64,12 +91,16 @@ class _Recorder(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         name = func._schema.name.split("::")[-1]
-        if name in _DATA_DEPENDENT or (name == "repeat_interleave" and func._overloadname != "self_int") or (
-                name == "index" and any(
+        if name in _DATA_DEPENDENT or (name, func._overloadname) in _DATA_DEPENDENT_OVERLOADS or (
+                name == "repeat_interleave" and func._overloadname != "self_int") or (name == "index" and any(
                 isinstance(i, torch.Tensor) and i.dtype in (torch.bool, torch.uint8) for i in args[1])):
             raise ValueError(f"replay.capture: {func} depends on tensor values (its result is a Python value or "
                              "has a data-dependent size); such a function cannot be replayed")
         out = func(*args, **kwargs)
+        if name in ("lift_fresh", "lift"):
+            # torch.tensor(data): the finished tensor, lifted unchanged; its value now (the function may
+            # modify it later) is what each run starts from
+            args = (args[0].clone(),)
         for r in func._schema.returns:
             if not isinstance(r.type, (torch.TensorType, torch.ListType, torch.TupleType, torch.OptionalType)):
                 raise ValueError(f"replay.capture: {func} returns a {r.type}, which Python code may branch on; "
@@ -141,21 +172,34 @@ def capture(fn, *example_inputs, warmup=1):
         raise ValueError(f"replay.capture: warmup must be an int >= 0, got {warmup!r}")
     devices = {t.device for t in example_inputs}
     device = next(iter(devices)) if len(devices) == 1 else torch.device("cpu")
+    signature = [(t.shape, t.stride(), t.dtype, t.device) for t in example_inputs]
     with torch.no_grad():
+        # The function runs on copies with the same strides: the example tensors are not modified, and an
+        # example given twice, or also read by the function as a constant, is still its own input.
+        inputs = [_strided_copy(t, i) for i, t in enumerate(example_inputs)]
         for _ in range(warmup):
-            fn(*example_inputs)
+            fn(*inputs)
+        inputs = [_strided_copy(t, i) for i, t in enumerate(example_inputs)]
         rec = _Recorder()
-        with rec:
-            result = fn(*example_inputs)
-    return _build(rec.calls, example_inputs, result, device)
+        with _HostReadGuard(), rec:
+            result = fn(*inputs)
+    return _build(rec.calls, inputs, result, device, signature)
 
 
-def _build(calls, inputs, result, device):
-    slot_of = {}   # id(tensor) -> slot, for the inputs and every tensor a kept step returned
-    const_of = {}  # id(tensor) -> the folded view (computed at capture from constants)
-    keep = []      # the recorded tensors stay alive until the plan is built (ids must not be reused)
+def _strided_copy(t, i):
+    if t.numel() > 1 and torch._debug_has_internal_overlap(t) != 0:
+        raise ValueError(f"replay.capture: example input {i} has overlapping memory (an expand or a stride of 0): "
+                         "pass a dense tensor")
+    return torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device=t.device).copy_(t)
+
+
+def _build(calls, inputs, result, device, signature):
+    slot_of = {}    # id(tensor) -> slot, for the inputs and every tensor a kept step returned
+    tensor_of = {}  # slot -> the recorded tensor (its sizes and strides at the end of the recording)
+    keep = []       # the recorded tensors stay alive until the plan is built (ids must not be reused)
     for i, t in enumerate(inputs):
-        slot_of.setdefault(id(t), i)
+        slot_of[id(t)] = i
+        tensor_of[i] = t
         keep.append(t)
     nslots = len(inputs)
     # An op that changes a tensor's own sizes or strides in place would tell an alias from its base.
@@ -175,11 +219,17 @@ def _build(calls, inputs, result, device):
         if not refs and func._schema.name in _FOLDABLE_VIEWS:
             continue  # a view of constants: the recorded result is the value every run would compute
         if (alias_ok and func._schema.name in ("aten::detach", "aten::alias") and len(refs) == 1
-                and refs[0][2] >= len(inputs) and isinstance(out, torch.Tensor)):
+                and refs[0][2] >= len(inputs) and isinstance(out, torch.Tensor)
+                and _same_view(out, tensor_of[refs[0][2]])):
             # A computed tensor's detached alias (the recorder sees one per torch.empty): under no_grad
-            # it is that tensor, so the run passes the tensor itself on.
+            # it is that tensor, so the run passes the tensor itself on. (Unless one of the two was
+            # resized or restrided later, e.g. inside an out= kernel: then they differ at the end.)
             slot_of[id(out)] = refs[0][2]
             continue
+        if func._schema.name in ("aten::lift_fresh", "aten::lift") and not refs:
+            # torch.tensor(data) inside the function: the recorder sees the finished tensor lifted, which
+            # returns it unchanged; each run must get a tensor of its own, so the run copies it.
+            func, full = torch.ops.aten.clone.default, [full[0], None]
         outs = []
         for pos, r in enumerate(rets):
             items = [(-1, r)] if isinstance(r, torch.Tensor) else (
@@ -187,10 +237,11 @@ def _build(calls, inputs, result, device):
             for e, t in items:
                 if isinstance(t, torch.Tensor) and id(t) not in slot_of:
                     slot_of[id(t)] = nslots
+                    tensor_of[nslots] = t
                     outs.append((pos, e, nslots))
                     nslots += 1
         steps.append((func, full, refs, outs))
-    leaves, spec = pytree.tree_flatten(result)
+    leaves, spec = pytree.tree_flatten(result, is_leaf=lambda v: isinstance(v, torch.Size))
     result_leaves = [("slot", slot_of[id(v)]) if isinstance(v, torch.Tensor) and id(v) in slot_of else ("const", v)
                      for v in leaves]
     # Last reader of each slot: it is dropped after that step (results are kept to the end).
@@ -210,5 +261,8 @@ def _build(calls, inputs, result, device):
     plan = _C.ReplayPlan(nslots, len(inputs))
     for (func, full, refs, outs), free in zip(steps, free_after):
         plan.add_step(func._schema.name, func._schema.overload_name, full, sorted(refs), outs, free)
-    signature = [(t.shape, t.stride(), t.dtype, t.device) for t in inputs]
     return Replay(plan, signature, spec, result_leaves, device, len(calls))
+
+
+def _same_view(a, b):
+    return a.shape == b.shape and a.stride() == b.stride() and a.storage_offset() == b.storage_offset()

@@ -165,11 +165,74 @@ def test_autograd_off():
 
 @pytest.mark.parametrize("fn", [lambda t: t * t.sum().item(), lambda t: t[t > 0], lambda t: t + 1 if bool(t.sum() > 0)
                                 else t - 1, lambda t: t * 2 if torch.equal(t, t) else t, lambda t: torch.unique(t),
-                                lambda t: t.repeat_interleave((t > 0).long())],
-                         ids=["item", "mask", "bool", "equal", "unique", "repeat_interleave"])
+                                lambda t: t.repeat_interleave((t > 0).long()),
+                                lambda t: t + 1 if t.sum().tolist() > 0 else t, lambda t: t * float(t.numpy()[0]),
+                                lambda t: torch.tensor_split(t, (t.abs() * 2).long()[:2].sort().values),
+                                lambda t: t.narrow(0, (t[0] > 0).long(), 2)],
+                         ids=["item", "mask", "bool", "equal", "unique", "repeat_interleave", "tolist", "numpy",
+                              "tensor_split", "narrow"])
 def test_data_dependent_refused(fn):
     with pytest.raises(ValueError, match="cannot be replayed"):
         capture(fn, torch.randn(6))
+
+
+def test_host_reads_work_again_after_capture():
+    with pytest.raises(ValueError):
+        capture(lambda t: t * t.tolist()[0], torch.randn(3))
+    t = torch.randn(3)
+    assert t.tolist() == [float(v) for v in t] and t.numpy().shape == (3,)
+
+
+def test_inputs_are_the_functions_own():
+    # an example given twice, or also read by the function as a constant, is still an input; the
+    # examples themselves are not modified by the capture's runs
+    x = torch.randn(3)
+    fwd = capture(lambda a, b: a - b, x, x)
+    y, z = torch.randn(3), torch.randn(3)
+    assert torch.equal(fwd(y, z), y - z)
+    W = torch.randn(3, 3)
+    fwd = capture(lambda t: t @ W, W)
+    assert torch.equal(fwd(y.expand(3, 3).clone()), y.expand(3, 3) @ W)
+    x0 = x.clone()
+    fwd = capture(lambda t: t.add_(1), x)
+    assert torch.equal(x, x0)
+    y0 = y.clone()
+    fwd(y)
+    assert torch.equal(y, y0 + 1)  # the replay mutates its input as the function does
+    with pytest.raises(ValueError, match="overlapping memory"):
+        capture(lambda t: t * 2, torch.randn(3, 1).expand(3, 4))
+
+
+def test_tensors_made_from_python_data_are_fresh_per_run():
+    def f(x):
+        t = torch.tensor([0.0])
+        t.add_(1)
+        return x + t, torch.tensor([1.0, 2.0])
+
+    fwd = capture(f, torch.zeros(3))
+    a, b = fwd(torch.zeros(3)), fwd(torch.zeros(3))
+    assert torch.equal(a[0], torch.ones(3)) and torch.equal(b[0], torch.ones(3))
+    assert a[1] is not b[1] and torch.equal(a[1], b[1])
+
+
+def test_out_resize_of_a_detached_alias():
+    def f(x):
+        y = x * 2
+        z = y.detach()
+        torch.sum(x, 0, out=z)  # resizes z (PyTorch warns): y keeps its shape
+        return y, z
+
+    x = torch.randn(3, 4)
+    with pytest.warns(UserWarning):
+        fwd = capture(f, x)
+    with pytest.warns(UserWarning):
+        _same(fwd(x), f(x))
+
+
+def test_size_results_stay_sizes():
+    fwd = capture(lambda t: (t * 2, t.shape), torch.randn(2, 3))
+    out = fwd(torch.randn(2, 3))
+    assert type(out[1]) is torch.Size and out[1] == (2, 3)
 
 
 def test_bad_inputs():
