@@ -137,11 +137,12 @@ def test_row_pairs_exact(isa, case, pad_value, threads):
         torch.set_num_threads(old)
 
 
-@pytest.mark.parametrize("schedule", ["dynamic", "static"])
-@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("schedule", ["owned", "shared", "static"])
+@pytest.mark.parametrize("threads", [1, 2, 3])
 def test_thread_split_exact(isa, threads, schedule, monkeypatch):
-    # Work units split over threads (one image: rows x channel blocks), taken from a shared counter
-    # (cpu/parallel.h) or split statically (FASTPOSE_SCHEDULE=static); results may not depend on it.
+    # Work units split over threads (one image: rows x channel blocks): owned pieces with stealing from
+    # their backs (cpu/parallel.h, the default), one shared counter (FASTPOSE_SCHEDULE=shared) or split
+    # statically (=static); results may not depend on it.
     monkeypatch.setenv("FASTPOSE_SCHEDULE", schedule)
     x, wt, b = torch.randn(1, 70, 11, 13), torch.randn(37, 70, 3, 3), torch.randn(37)
     old = torch.get_num_threads()
@@ -151,6 +152,19 @@ def test_thread_split_exact(isa, threads, schedule, monkeypatch):
     finally:
         torch.set_num_threads(old)
     assert torch.equal(got, literal_reference(x, wt, b, 1, 1, 1, True, 0))
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+def test_owned_schedule_repeated(threads):
+    # The default schedule hands out chunks from the front of each thread's piece and, once a thread's
+    # own piece is done, from the backs of the others': with 3 threads on this 2-core CI machine the
+    # steals happen in most calls. Any unit lost or handed out twice shows as a changed result.
+    torch.set_num_threads(1)
+    x, wt = torch.randn(2, 70, 31, 13), torch.randn(37, 70, 3, 3)
+    ref = xnor_conv2d(x, wt, None, 1, 1)
+    torch.set_num_threads(threads)
+    for _ in range(40):
+        assert torch.equal(xnor_conv2d(x, wt, None, 1, 1), ref)
 
 
 def test_weight_with_storage_offset(isa):
