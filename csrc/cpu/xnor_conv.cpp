@@ -89,12 +89,14 @@ Geometry geometry(int64_t N, int64_t Cin, int64_t H, int64_t W, int64_t Cout, in
   return g;
 }
 
-// Units a thread takes at least: ~16 M binary MACs. Below that a second thread costs more than it saves
-// (per layer, 2 threads against 1 on the Zen 5 VM: 64->64 at 4x4 0.013 vs 0.009 ms, 128->64 at 16x16
-// 0.027 vs 0.024; break-even near 25 M MACs per call), so the small layers of a network run on one.
-// FASTPOSE_MIN_THREAD_MACS overrides the 16 M (read per call; the tests set 1 to split small problems).
+// Units a thread takes at least: ~4 M binary MACs (a few us of work), so that a call is split over no
+// more threads than its work pays for. It was 16 M while threads took chunks of one shared counter,
+// which split e.g. 16 units 14 + 2 (a second thread then cost more than it saved); with the owned
+// pieces of cpu/parallel.h a split is even, and on the Zen 5 VM every layer of the packed model down
+// to 4 M MACs gained from the second thread ((1,64,64,16,16): 13.1 -> 10.8 us, (1,256,128,4,4):
+// 12.5 -> 11.0 us). FASTPOSE_MIN_THREAD_MACS overrides the 4 M (read per call; the tests set 1).
 int64_t min_units_per_thread(const core::XnorConvProblem& p) {
-  int64_t min_macs = int64_t(16) << 20;
+  int64_t min_macs = int64_t(4) << 20;
   if (const char* e = std::getenv("FASTPOSE_MIN_THREAD_MACS"); e != nullptr && *e != '\0')
     min_macs = std::max<int64_t>(1, std::atoll(e));
   // (pooled and row-pair units cover two output rows)
