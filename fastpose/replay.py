@@ -26,6 +26,8 @@ the function computed is this run's value (the inputs are the new inputs). So
 - the function is recorded on copies of the example inputs (same strides; the examples are not
   modified), so an example passed twice, or also read by the function as a constant, is still an
   input of its own; tensors it makes from Python data (``torch.tensor``) are copied anew in each run;
+- only dispatcher calls are replayed: the function's Python side effects (module hooks, prints,
+  appends to a list, counters) happen at capture and never again;
 - it runs with autograd off (the recording does too): inference only;
 - results may be tensors in nested tuples, lists and dicts, with other values kept as recorded; every
   tensor it returns is newly allocated by the run that returns it (as the function's own outputs would
