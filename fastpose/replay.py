@@ -140,6 +140,10 @@ class Replay:
         self.recorded_calls = num_calls  # dispatcher calls the function made
         self.steps = plan.steps          # of which run at each replay (views of constants folded)
 
+    def __repr__(self):
+        ins = ", ".join(f"{tuple(sh)} {str(dt).replace('torch.', '')} {dev}" for sh, _, dt, dev in self._signature)
+        return f"Replay({self.steps} steps of {self.recorded_calls} recorded calls; inputs: {ins})"
+
     def __call__(self, *inputs):
         if len(inputs) != len(self._signature):
             raise TypeError(f"replay: expected {len(self._signature)} input tensors, got {len(inputs)}")

@@ -237,6 +237,7 @@ def test_size_results_stay_sizes():
 
 def test_bad_inputs():
     fwd = capture(lambda t: t * 2, torch.randn(2, 3, 4, 5))
+    assert repr(fwd) == "Replay(1 steps of 1 recorded calls; inputs: (2, 3, 4, 5) float32 cpu)"
     with pytest.raises(ValueError, match=r"input 0 must have the recorded shape \(2, 3, 4, 5\)"):
         fwd(torch.randn(2, 3, 4, 6))
     with pytest.raises(ValueError, match="dtype torch.float32"):
