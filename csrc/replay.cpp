@@ -53,17 +53,21 @@ std::vector<SlotRef> slot_refs(const py::list& refs, const char* what, size_t po
   return out;
 }
 
-// A tensor-list argument with slot elements: a fresh list per run (IValue lists are shared by reference).
-c10::IValue patched_list(const c10::IValue& tmpl, const std::vector<SlotRef>& in, size_t begin, size_t end,
-                         std::vector<c10::IValue>& values) {
+// A copy of the tensor list (Tensor[] or Tensor?[]) tmpl with elements in[begin, end).elem set to t(i)
+// (an undefined tensor: None in a Tensor?[]). A fresh list per use: IValue lists are shared by reference.
+template <class T>
+c10::IValue patched_list(const c10::IValue& tmpl, const std::vector<SlotRef>& in, size_t begin, size_t end, T t) {
   if (tmpl.isTensorList()) {
     c10::List<at::Tensor> l = tmpl.toTensorList().copy();
-    for (size_t i = begin; i < end; ++i) l.set(in[i].elem, values[in[i].slot].toTensor());
+    for (size_t i = begin; i < end; ++i) l.set(in[i].elem, t(i));
     return l;
   }
   TORCH_CHECK(tmpl.isList(), "replay: a slot element in an argument that is not a list");
   c10::List<std::optional<at::Tensor>> l = c10::impl::toTypedList<std::optional<at::Tensor>>(tmpl.toList()).copy();
-  for (size_t i = begin; i < end; ++i) l.set(in[i].elem, values[in[i].slot].toTensor());
+  for (size_t i = begin; i < end; ++i) {
+    at::Tensor v = t(i);
+    l.set(in[i].elem, v.defined() ? std::optional<at::Tensor>(std::move(v)) : std::nullopt);
+  }
   return l;
 }
 
@@ -112,19 +116,10 @@ class Plan {
       TORCH_CHECK_VALUE(f >= 0 && f < slots_, "replay: bad slot ", f, " to free");
     s.args.reserve(formals.size());
     for (size_t i = 0; i < formals.size(); ++i) s.args.push_back(argument(args[i], formals[i].type()));
-    for (const SlotRef& r : s.in) {  // drop the recorded tensors: the plan must not keep activations alive
+    for (size_t i = 0; i < s.in.size(); ++i) {  // drop the recorded tensors: no activations kept alive
+      const SlotRef& r = s.in[i];
       c10::IValue& a = s.args[r.pos];
-      if (r.elem < 0) {
-        a = at::Tensor();
-      } else if (a.isTensorList()) {
-        auto l = a.toTensorList().copy();
-        l.set(r.elem, at::Tensor());
-        a = l;
-      } else {
-        auto l = c10::impl::toTypedList<std::optional<at::Tensor>>(a.toList()).copy();
-        l.set(r.elem, std::nullopt);
-        a = l;
-      }
+      a = r.elem < 0 ? c10::IValue(at::Tensor()) : patched_list(a, s.in, i, i + 1, [](size_t) { return at::Tensor(); });
     }
     steps_.push_back(std::move(s));
   }
@@ -147,7 +142,7 @@ class Plan {
         }
         size_t j = i;
         while (j < s.in.size() && s.in[j].pos == r.pos && s.in[j].elem >= 0) ++j;
-        stack[r.pos] = patched_list(s.args[r.pos], s.in, i, j, values);
+        stack[r.pos] = patched_list(s.args[r.pos], s.in, i, j, [&](size_t k) { return values[s.in[k].slot].toTensor(); });
         i = j;
       }
       s.op.callBoxed(&stack);

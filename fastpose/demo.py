@@ -60,16 +60,6 @@ def _state_bytes(model, path):
     return os.path.getsize(path)
 
 
-def _best_ms(fn, rounds=5):
-    fn()
-    best = float("inf")
-    for _ in range(rounds):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best * 1e3
-
-
 def _table(rows):
     head = ["model", "head", "params", "PCK@0.2 (box)", "PCK@0.2 (torso)", "PCKh@0.5", "mean err px",
             "train img/s", "train time s"]
@@ -156,7 +146,8 @@ def run(args):
     with torch.no_grad():
         leaves = torch.utils._pytree.tree_leaves
         replay_same = all(torch.equal(a, b) for a, b in zip(leaves(fwd(images)), leaves(packed(images))))
-        eager_ms, replay_ms = (_best_ms(lambda: packed(images)), _best_ms(lambda: fwd(images)))
+        eager_ms, replay_ms = (kernel_table._median_ms(lambda: packed(images), 5),
+                                kernel_table._median_ms(lambda: fwd(images), 5))
     print(f"  packed model replayed by fastpose.replay ({fwd.steps} dispatcher calls, no Python between them): "
           f"outputs identical: {replay_same}; {len(images)} images in {replay_ms:.2f} ms against {eager_ms:.2f} ms "
           f"for its eager forward")

@@ -200,13 +200,12 @@ def _strided_copy(t, i):
 
 
 def _build(calls, inputs, result, device, signature):
+    # (ids stay unique: `calls` and `inputs` hold every recorded tensor until the plan is built)
     slot_of = {}    # id(tensor) -> slot, for the inputs and every tensor a kept step returned
     tensor_of = {}  # slot -> the recorded tensor (its sizes and strides at the end of the recording)
-    keep = []       # the recorded tensors stay alive until the plan is built (ids must not be reused)
     for i, t in enumerate(inputs):
         slot_of[id(t)] = i
         tensor_of[i] = t
-        keep.append(t)
     nslots = len(inputs)
     # An op that changes a tensor's own sizes or strides in place would tell an alias from its base.
     alias_ok = not any(func._schema.name in _METADATA_INPLACE for func, *_ in calls)
@@ -220,7 +219,6 @@ def _build(calls, inputs, result, device, signature):
             elif isinstance(a, (list, tuple)):
                 refs.extend((pos, e, slot_of[id(v)]) for e, v in enumerate(a)
                             if isinstance(v, torch.Tensor) and id(v) in slot_of)
-        keep.append(out)
         rets = out if isinstance(out, (tuple, list)) and len(func._schema.returns) > 1 else (out,)
         if not refs and func._schema.name in _FOLDABLE_VIEWS:
             continue  # a view of constants: the recorded result is the value every run would compute

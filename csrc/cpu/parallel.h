@@ -54,27 +54,15 @@ struct OwnedCtx {
 
 inline uint64_t pack_fb(uint64_t f, uint64_t b) { return f | (b << 32); }
 
-inline bool take_front(OwnedPiece& pc, int64_t chunk, int64_t* begin, int64_t* end) {
+// Up to `chunk` units off the front (the owner) or the back (a thief) of a piece.
+inline bool take(OwnedPiece& pc, int64_t chunk, bool back, int64_t* begin, int64_t* end) {
   uint64_t v = pc.fb.load(std::memory_order_relaxed);
   for (;;) {
     const uint64_t f = v & 0xffffffffu, b = v >> 32;
     if (f >= b) return false;
-    const uint64_t nf = std::min<uint64_t>(b, f + chunk);
-    if (pc.fb.compare_exchange_weak(v, pack_fb(nf, b), std::memory_order_relaxed)) {
-      *begin = static_cast<int64_t>(f), *end = static_cast<int64_t>(nf);
-      return true;
-    }
-  }
-}
-
-inline bool take_back(OwnedPiece& pc, int64_t chunk, int64_t* begin, int64_t* end) {
-  uint64_t v = pc.fb.load(std::memory_order_relaxed);
-  for (;;) {
-    const uint64_t f = v & 0xffffffffu, b = v >> 32;
-    if (f >= b) return false;
-    const uint64_t nb = b - std::min<uint64_t>(b - f, chunk);
-    if (pc.fb.compare_exchange_weak(v, pack_fb(f, nb), std::memory_order_relaxed)) {
-      *begin = static_cast<int64_t>(nb), *end = static_cast<int64_t>(b);
+    const uint64_t n = std::min<uint64_t>(b - f, chunk);
+    if (pc.fb.compare_exchange_weak(v, back ? pack_fb(f, b - n) : pack_fb(f + n, b), std::memory_order_relaxed)) {
+      *begin = static_cast<int64_t>(back ? b - n : f), *end = static_cast<int64_t>(back ? b : f + n);
       return true;
     }
   }
@@ -84,9 +72,9 @@ inline bool take_back(OwnedPiece& pc, int64_t chunk, int64_t* begin, int64_t* en
 inline bool pull_owned(void* c, int64_t* begin, int64_t* end) {
   auto* ctx = static_cast<OwnedCtx*>(c);
   OwnedPieces& a = *ctx->all;
-  if (take_front(a.piece[ctx->home], a.chunk, begin, end)) return true;
+  if (take(a.piece[ctx->home], a.chunk, false, begin, end)) return true;
   for (int64_t k = 1; k < a.pieces; ++k)
-    if (take_back(a.piece[(ctx->home + k) % a.pieces], a.chunk, begin, end)) return true;
+    if (take(a.piece[(ctx->home + k) % a.pieces], a.chunk, true, begin, end)) return true;
   return false;
 }
 
