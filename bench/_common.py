@@ -154,6 +154,48 @@ def measure_copy_bandwidth(device, threads=None, nbytes=256 << 20, reps=5):
 CPU_THREADS = sorted({1, torch.get_num_threads()})
 
 
+def thread_scaling(benchmark, fn, threads=(1, 2), rounds=100, round_s=4e-3):
+    """Time fn() at each thread count in alternating rounds and store the speed-up in extra_info.
+
+    The benchmark rows of one thread count run minutes apart from those of another, and on a shared
+    host the second vCPU's speed drifts over minutes, so a ratio of two such rows mixes the kernel's
+    scaling with the host's weather. Here every round times `calls` consecutive calls at each count in
+    turn (the order flips every round), calls set so that a round lasts about round_s at the highest
+    count; each count's time is its fastest round, which both counts had the same chance to hit.
+    extra_info["scaling"]: {"threads", "min_s" (per call, per count), "speedup" (first / last)}.
+    """
+    threads = list(threads)
+    old = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads[-1])
+        for _ in range(2):
+            fn()
+        t0 = time.perf_counter()
+        fn()
+        calls = max(1, min(1000, int(round_s / max(time.perf_counter() - t0, 1e-7))))
+        best = {t: float("inf") for t in threads}
+
+        order = list(threads)
+
+        def one_round():
+            nonlocal order
+            for t in order:
+                torch.set_num_threads(t)
+                fn()  # after the switch: the pool's wake-up stays out of the timed calls
+                start = time.perf_counter()
+                for _ in range(calls):
+                    fn()
+                best[t] = min(best[t], (time.perf_counter() - start) / calls)
+            order = order[::-1]
+
+        benchmark.pedantic(one_round, rounds=rounds, iterations=1, warmup_rounds=1)
+    finally:
+        torch.set_num_threads(old)
+    benchmark.extra_info["scaling"] = {"threads": threads, "min_s": [best[t] for t in threads],
+                                       "speedup": best[threads[0]] / best[threads[-1]], "calls_per_round": calls,
+                                       "rounds": rounds}
+
+
 def implementations(fastpose_fn, reference_fn):
     """name -> callable for "fastpose", "eager" (the reference) and "compile" (torch.compile of the
     reference, compiled on first use). bench/conftest.py resets dynamo before every case, so each

@@ -15,6 +15,7 @@ Python between them). Baselines, in the same run:
 Re-measure: .venv/bin/python -m pytest bench/bench_hpm_packed.py -q -p no:randomly --benchmark-only
 """
 import io
+import os
 
 import pytest
 import torch
@@ -23,7 +24,7 @@ import fastpose
 import fastpose.nn as fnn
 from fastpose import models
 
-from _common import num_threads, run, tag
+from _common import num_threads, run, tag, thread_scaling
 
 THREADS = sorted({1, 2} | {torch.get_num_threads()})
 SIZE = 256
@@ -100,3 +101,21 @@ def test_binary_hpm_packed_cpu(benchmark, impl, threads):
 
     with num_threads(threads):
         run(benchmark, fwd, "cpu", rounds=10 if impl.startswith("fastpose") else 3, warmup=2)
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs two cores")
+@pytest.mark.parametrize("impl", ["fastpose", "fastpose_replay"])
+def test_binary_hpm_packed_thread_scaling(benchmark, impl):
+    """The packed model's 2-thread speed-up, 1 and 2 threads timed in alternating rounds."""
+    x = torch.randn(1, 3, SIZE, SIZE)
+    tag(benchmark, op="model_binary_hpm_packed", impl=impl, case=f"stacks=1 K=16 {SIZE}x{SIZE} bs1",
+        dtype=torch.float32, device="cpu", threads=2)
+    m = _model(impl)
+    if impl == "fastpose_replay":
+        replay = fastpose.replay.capture(m, x)
+        fn = lambda: replay(x)  # noqa: E731
+    else:
+        def fn():
+            with torch.no_grad():
+                return m(x)
+    thread_scaling(benchmark, fn, (1, 2), rounds=60)

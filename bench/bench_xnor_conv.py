@@ -20,7 +20,7 @@ import torch.nn.functional as F
 import fastpose
 from fastpose.ops import binarize, binarize_pack, xnor_alpha, xnor_conv2d
 
-from _common import CPU_THREADS, num_threads, rotation, run, tag
+from _common import CPU_THREADS, num_threads, rotation, run, tag, thread_scaling
 
 CUDA = torch.cuda.is_available()
 # (N, Cin, Cout, H, W)
@@ -141,3 +141,15 @@ def test_xnor_conv2d(benchmark, device, shape, threads, impl):
             return _fn(device, impl, torch.randn(N, Cin, H, W, device=device), w)
         nbytes = N * Cin * H * W * (2 if impl != "fastpose_packed" else 1 / 8)
         run(benchmark, lambda f: f(), device, sets=[fn] + rotation(make, nbytes, device)[1:])
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs two cores")
+@pytest.mark.parametrize("impl", ["fastpose", "fastpose_packed"])
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_xnor_conv2d_thread_scaling(benchmark, shape, impl):
+    """The 2-thread speed-up of the CPU kernels, 1 and 2 threads timed in alternating rounds."""
+    N, Cin, Cout, H, W = shape
+    fn = _fn("cpu", impl, torch.randn(N, Cin, H, W), torch.randn(Cout, Cin, 3, 3))
+    tag(benchmark, op="xnor_conv2d_3x3", impl=impl, case=shape, dtype=torch.float32, device="cpu", threads=2,
+        macs=N * Cout * H * W * Cin * 9)
+    thread_scaling(benchmark, fn, (1, 2))

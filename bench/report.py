@@ -96,9 +96,13 @@ def build(data, stat="median"):
     machine = data.get("machine_info", {})
     bw = machine.get("copy_bandwidth_gbs", {})
     groups = collections.OrderedDict()
+    scaling = []
     for b in data["benchmarks"]:
         info = b.get("extra_info", {})
         if "op" not in info:
+            continue
+        if "scaling" in info:
+            scaling.append(info)
             continue
         key = (info["op"], info["device"], info["dtype"], info["case"], info.get("threads"))
         t = info.get("device_time_s") or b.get("stats", {}).get(stat)
@@ -166,7 +170,26 @@ def build(data, stat="median"):
                 row += [frac(o) for o in fp_others]
             lines.append("| " + " | ".join(row) + " |")
         lines.append("")
+    lines += scaling_table(scaling)
     return "\n".join(lines), dev
+
+
+def scaling_table(rows):
+    """Markdown table of the interleaved thread-scaling rows (bench/_common.py thread_scaling)."""
+    if not rows:
+        return []
+    threads = rows[0]["scaling"]["threads"]
+    lines = ["### Thread scaling, interleaved rounds", "",
+             "Each thread count timed in alternating rounds of the same calls; fastest round per count.", ""]
+    head = ["op", "impl", "case"] + [f"{t} thread{'s' if t > 1 else ''} ms" for t in threads]
+    head += [f"speed-up {threads[0]} -> {threads[-1]}", "calls / round", "rounds"]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for info in rows:
+        sc = info["scaling"]
+        row = [info["op"], info["impl"], info["case"]] + [_fmt_ms(t) for t in sc["min_s"]]
+        row += [f"{sc['speedup']:.2f}x", str(sc["calls_per_round"]), str(sc["rounds"])]
+        lines.append("| " + " | ".join(row) + " |")
+    return lines + [""]
 
 
 def _tail(path, n):

@@ -255,6 +255,10 @@ __attribute__((target("popcnt"))) static void weight_popcounts_hw(const uint64_t
 
 void xnor_weight_popcounts(const uint64_t* w, int64_t taps_total, int64_t CW, int32_t* out) {
 #if defined(__x86_64__) && defined(__GNUC__)
+  if (active_isa() == Isa::Avx512) {
+    xnor_weight_popcounts_avx512(w, taps_total, CW, out);
+    return;
+  }
   if (detected_isa() != Isa::Portable) {
     weight_popcounts_hw(w, taps_total, CW, out);
     return;

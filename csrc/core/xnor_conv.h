@@ -234,6 +234,7 @@ void pack_weight_abs_f32_avx2(const float* w, int64_t Cin, int64_t K, uint64_t* 
 bool fast_pext();
 bool pack_weight_shuffle_available();  // AVX512-VBMI2 + BITALG (Ice Lake, Zen 4 and later)
 int64_t xnor_popcount_peak_avx512(int64_t iters);
+void xnor_weight_popcounts_avx512(const uint64_t* w, int64_t taps_total, int64_t CW, int32_t* out);
 int64_t xnor_popcount_peak_avx2(int64_t iters);
 
 // float32 rows: NCHW (contiguous along W) / NHWC (contiguous along C) source row -> the word of pixel

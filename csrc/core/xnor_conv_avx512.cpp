@@ -45,6 +45,45 @@ int64_t xnor_popcount_peak_avx512(int64_t iters) {
   return iters * A * 512;
 }
 
+// Sums of adjacent word pairs of the 16 words in (a, b), in order: 8 sums.
+static inline __m512i pair_sums(__m512i a, __m512i b) {
+  const __m512i even = _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14), odd = _mm512_setr_epi64(1, 3, 5, 7, 9, 11, 13, 15);
+  return _mm512_add_epi64(_mm512_permutex2var_epi64(a, even, b), _mm512_permutex2var_epi64(a, odd, b));
+}
+
+// Eight taps per step for the word counts of 64 / 128 / 256 channels (a pair-sum tree over whole
+// vectors), one masked vector sweep per tap otherwise. A fixed cost of every call of the small layers:
+// ~1 us of serial work for (128, 3, 3, 2) words as a scalar POPCNT loop.
+void xnor_weight_popcounts_avx512(const uint64_t* w, int64_t taps, int64_t CW, int32_t* out) {
+  int64_t t = 0;
+  const auto pc = [&](int64_t word) { return _mm512_popcnt_epi64(_mm512_loadu_si512(w + word)); };
+  const auto put = [&](int64_t tap, __m512i s) {
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + tap), _mm512_cvtepi64_epi32(s));
+  };
+  if (CW == 1) {
+    for (; t + 8 <= taps; t += 8) put(t, pc(t));
+  } else if (CW == 2) {
+    for (; t + 8 <= taps; t += 8) put(t, pair_sums(pc(2 * t), pc(2 * t + 8)));
+  } else if (CW == 4) {
+    for (; t + 8 <= taps; t += 8)
+      put(t, pair_sums(pair_sums(pc(4 * t), pc(4 * t + 8)), pair_sums(pc(4 * t + 16), pc(4 * t + 24))));
+  } else {
+    for (; t < taps; ++t) {
+      __m512i acc = _mm512_setzero_si512();
+      for (int64_t i = 0; i < CW; i += 8) {
+        const __mmask8 m = static_cast<__mmask8>(CW - i >= 8 ? 0xff : (1u << (CW - i)) - 1);
+        acc = _mm512_add_epi64(acc, _mm512_popcnt_epi64(_mm512_maskz_loadu_epi64(m, w + t * CW + i)));
+      }
+      out[t] = static_cast<int32_t>(_mm512_reduce_add_epi64(acc));
+    }
+  }
+  for (; t < taps; ++t) {
+    int32_t s = 0;
+    for (int64_t i = 0; i < CW; ++i) s += static_cast<int32_t>(_mm_popcnt_u64(w[t * CW + i]));
+    out[t] = s;
+  }
+}
+
 namespace {
 
 #include "core/xnor_pack_weight_kernel.h"

@@ -205,6 +205,28 @@ void test_gemm_block(Isa isa) {
   for (int mode : {1, 2}) gemm_case(isa, 63, 40, 9, mode);
 }
 
+// The active ISA's tap popcounts against a plain per-word count, over the word counts with a vector
+// tree (1, 2, 4), the masked sweeps around them, and tap counts with and without a tail of < 8.
+void test_weight_popcounts() {
+  std::mt19937_64 rng(11);
+  for (int64_t CW : {1, 2, 3, 4, 5, 7, 8, 9, 16, 17})
+    for (int64_t taps : {0, 1, 7, 8, 9, 15, 16, 17, 63, 1152 + 3}) {
+      std::vector<uint64_t> w(taps * CW);
+      for (auto& v : w) v = rng();
+      if (!w.empty()) w[0] = ~uint64_t(0), w.back() = 0;
+      std::vector<int32_t> got(taps + 1, -3), ref(taps);
+      for (int64_t t = 0; t < taps; ++t) {
+        int32_t c = 0;
+        for (int64_t i = 0; i < CW; ++i)
+          for (uint64_t x = w[t * CW + i]; x; x &= x - 1) ++c;
+        ref[t] = c;
+      }
+      xnor_weight_popcounts(w.data(), taps, CW, got.data());
+      for (int64_t t = 0; t < taps; ++t) FP_CHECK(got[t] == ref[t]);
+      FP_CHECK(got[taps] == -3);  // nothing written past the last tap
+    }
+}
+
 void test_peak(Isa isa) { FP_CHECK(xnor_popcount_peak_loop(100, isa) > 0); }
 
 struct Case {
@@ -321,6 +343,7 @@ int main() {
     test_pack_weight(isa);
     test_gemm_block(isa);
     test_peak(isa);
+    test_weight_popcounts();
     test_conv(isa);
   });
 }
