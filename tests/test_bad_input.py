@@ -490,6 +490,34 @@ class TestXnor:
                ValueError)
         raises(lambda: F.binary_unpack(xp, cin), "packed", ValueError)
 
+    @pytest.mark.parametrize("n", [2, 0])
+    @pytest.mark.parametrize("bad", ["alpha-shape", "alpha-dtype", "bias-shape", "bias-dtype", "bn-scale-shape",
+                                     "out-dtype", "stride", "kernel-too-large"])
+    def test_packed_refusals_any_batch(self, bad, n):
+        # The public function's quick path hands the call to the op first: whatever its own checks let
+        # through must still be refused, an empty batch included, with the argument named.
+        x, wp = rnd(n, 3, 6, 6), _wp(4, 3)
+        kw = dict(alpha=rnd(4), bias=None)
+        name, err = bad.split("-")[0], (ValueError, TypeError)
+        if bad == "alpha-shape":
+            kw["alpha"] = rnd(5)
+        elif bad == "alpha-dtype":
+            kw["alpha"] = torch.ones(4, dtype=torch.int32)
+        elif bad == "bias-shape":
+            kw["bias"] = rnd(3)
+        elif bad == "bias-dtype":
+            kw["bias"] = torch.ones(4, dtype=torch.int64)
+        elif bad == "bn-scale-shape":
+            kw["bn_scale"], name = rnd(2), "bn_scale"
+        elif bad == "out-dtype":
+            kw["out_dtype"], name = torch.int32, "out_dtype"
+        elif bad == "stride":
+            kw["stride"] = 0
+        else:
+            x, name = rnd(n, 3, 1, 1), "kernel"
+        for inp in (x, F.binarize_pack(x)):
+            raises(lambda: F.xnor_conv2d_packed(inp, wp, in_channels=3, **kw), name, err)
+
     @pytest.mark.parametrize("bad", ["packed-int32", "packed-rank", "weight-rank", "in-channels-zero", "in-channels-neg",
                                      "bn-shift-alone", "in-channels-float"])
     def test_packed_arguments(self, bad):

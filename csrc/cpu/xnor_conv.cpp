@@ -128,11 +128,12 @@ at::Tensor conv_packed_impl(const at::Tensor& xp, const at::Tensor& wp, const at
   const auto opts = xp.options().dtype(out_dtype);
   at::Tensor out = out_nhwc ? at::empty({g.N, g.Cout, g.Ho, g.Wo}, opts.memory_format(at::MemoryFormat::ChannelsLast))
                             : at::empty({g.N, g.Cout, g.Ho, g.Wo}, opts);
-  if (out.numel() == 0) return out;
-  advise_hugepages(out);
+  // (checked before the empty-output return: an empty batch refuses a bad argument too)
   const at::Tensor alpha = per_channel(alpha_in, g, acc, "alpha"), bias = per_channel(bias_in, g, acc, "bias");
   const at::Tensor bns = per_channel(bns_in, g, acc, "bn_scale"), bnt = per_channel(bnt_in, g, acc, "bn_shift");
   TORCH_CHECK_VALUE(bns.defined() || !bnt.defined(), kOp, ": bn_shift needs bn_scale");
+  if (out.numel() == 0) return out;
+  advise_hugepages(out);
   const bool from_float = xp.scalar_type() != at::kLong;
   const at::Tensor x = from_float ? xp : xp.contiguous(), w = wp.contiguous();
   const int64_t CW = core::xnor_words(g.Cin);
