@@ -1,5 +1,6 @@
 """make gpu-check's plumbing, checked without a GPU: the script's no-GPU path and its dry run, the
-report writer on fake and missing benchmark JSON, and bench/conftest.py without pytest-benchmark."""
+report writer on fake and missing benchmark JSON, bench/conftest.py without pytest-benchmark, and the
+bench helpers (input rotation, the interleaved thread-scaling rounds)."""
 import json
 import os
 import subprocess
@@ -127,3 +128,47 @@ def test_rotation_exceeds_twice_the_l2(monkeypatch):
     assert len(_common.rotation(lambda: 0, 300 << 20, "cuda")) == 1
     assert len(_common.rotation(lambda: 0, 1, "cuda")) == 64  # capped
     assert len(_common.rotation(lambda: 0, 1, "cpu")) == 1
+
+
+class _FakeBenchmark:
+    def __init__(self):
+        self.extra_info = {}
+        self.rounds = 0
+
+    def pedantic(self, target, rounds=1, iterations=1, warmup_rounds=0):
+        for _ in range(warmup_rounds + rounds):
+            target()
+        self.rounds += rounds
+
+
+def test_thread_scaling_alternates_and_restores_threads():
+    import _common  # bench/_common.py
+
+    seen = []
+    old = torch.get_num_threads()
+    b = _FakeBenchmark()
+    _common.thread_scaling(b, lambda: seen.append(torch.get_num_threads()), (1, 2), rounds=4, round_s=1e-4)
+    sc = b.extra_info["scaling"]
+    assert torch.get_num_threads() == old and b.rounds == 4
+    assert sc["threads"] == [1, 2] and sc["rounds"] == 4 and sc["calls_per_round"] >= 1
+    assert all(t > 0 for t in sc["min_s"]) and sc["speedup"] == pytest.approx(sc["min_s"][0] / sc["min_s"][1])
+    # the calibration at 2 threads, then the warm-up round and 4 rounds, the order flipped every round:
+    # (1, 2) (2, 1) (1, 2) (2, 1) (1, 2); without the flip there would be ten changes of count
+    runs = [seen[0]]
+    for t in seen[1:]:
+        if t != runs[-1]:
+            runs.append(t)
+    assert runs == [2, 1, 2, 1, 2, 1, 2], runs
+
+
+def test_report_scaling_table(tmp_path):
+    info = dict(op="xnor_conv2d_3x3", impl="fastpose_packed", case="(1, 128, 128, 16, 16)", dtype="float32",
+                device="cpu", threads=2, scaling={"threads": [1, 2], "min_s": [40e-6, 25e-6], "speedup": 1.6,
+                                                  "calls_per_round": 100, "rounds": 100})
+    data = {"machine_info": {"cpu_name": "X"}, "benchmarks": [{"name": "s", "stats": {"median": 1.0},
+                                                               "extra_info": info}]}
+    text, _ = report.build(data)
+    row = [line for line in text.splitlines() if line.startswith("| xnor_conv2d_3x3")][0]
+    assert [c.strip() for c in row.strip("|").split("|")] == [
+        "xnor_conv2d_3x3", "fastpose_packed", "(1, 128, 128, 16, 16)", "0.040", "0.025", "1.60x", "100", "100"]
+    assert "| cpu |" not in text  # not also a row of the implementations table
