@@ -154,46 +154,60 @@ def measure_copy_bandwidth(device, threads=None, nbytes=256 << 20, reps=5):
 CPU_THREADS = sorted({1, torch.get_num_threads()})
 
 
-def thread_scaling(benchmark, fn, threads=(1, 2), rounds=100, round_s=4e-3):
-    """Time fn() at each thread count in alternating rounds and store the speed-up in extra_info.
+def interleaved(benchmark, variants, rounds=100, round_s=4e-3):
+    """Time several variants in alternating rounds; store each one's fastest round in extra_info.
 
-    The benchmark rows of one thread count run minutes apart from those of another, and on a shared
-    host the second vCPU's speed drifts over minutes, so a ratio of two such rows mixes the kernel's
-    scaling with the host's weather. Here every round times `calls` consecutive calls at each count in
-    turn (the order flips every round), calls set so that a round lasts about round_s at the highest
-    count; each count's time is its fastest round, which both counts had the same chance to hit.
-    extra_info["scaling"]: {"threads", "min_s" (per call, per count), "speedup" (first / last)}.
+    variants: [(label, fn, threads)]. Rows of different variants run minutes apart, and on a shared host
+    the machine's speed drifts over minutes, so the ratio of two rows mixes the variants' difference
+    with the host's weather. Here every round times each variant in turn (the order reverses every
+    round), `calls` consecutive calls each, calls set per variant so that its share of a round lasts
+    about round_s; each variant keeps its fastest round, which all had the same chance to hit.
+    extra_info["interleaved"]: {"labels", "threads", "min_s" (per call), "calls_per_round", "rounds"}.
     """
-    threads = list(threads)
+    labels = [v[0] for v in variants]
     old = torch.get_num_threads()
     try:
-        torch.set_num_threads(threads[-1])
-        for _ in range(2):
+        calls = []
+        for _, fn, threads in variants:
+            torch.set_num_threads(threads)
+            for _ in range(2):
+                fn()
+            t0 = time.perf_counter()
             fn()
-        t0 = time.perf_counter()
-        fn()
-        calls = max(1, min(1000, int(round_s / max(time.perf_counter() - t0, 1e-7))))
-        best = {t: float("inf") for t in threads}
-
-        order = list(threads)
+            calls.append(max(1, min(1000, int(round_s / max(time.perf_counter() - t0, 1e-7)))))
+        best = [float("inf")] * len(variants)
+        order = list(range(len(variants)))
 
         def one_round():
             nonlocal order
-            for t in order:
-                torch.set_num_threads(t)
-                fn()  # after the switch: the pool's wake-up stays out of the timed calls
+            for i in order:
+                _, fn, threads = variants[i]
+                torch.set_num_threads(threads)
+                fn()  # after a switch of thread count: the pool's wake-up stays out of the timed calls
                 start = time.perf_counter()
-                for _ in range(calls):
+                for _ in range(calls[i]):
                     fn()
-                best[t] = min(best[t], (time.perf_counter() - start) / calls)
+                best[i] = min(best[i], (time.perf_counter() - start) / calls[i])
             order = order[::-1]
 
         benchmark.pedantic(one_round, rounds=rounds, iterations=1, warmup_rounds=1)
     finally:
         torch.set_num_threads(old)
-    benchmark.extra_info["scaling"] = {"threads": threads, "min_s": [best[t] for t in threads],
-                                       "speedup": best[threads[0]] / best[threads[-1]], "calls_per_round": calls,
-                                       "rounds": rounds}
+    benchmark.extra_info["interleaved"] = {"labels": labels, "threads": [v[2] for v in variants], "min_s": best,
+                                           "calls_per_round": calls, "rounds": rounds}
+    return dict(zip(labels, best))
+
+
+def thread_scaling(benchmark, fn, threads=(1, 2), rounds=100, round_s=4e-3):
+    """fn's speed-up from threads[0] to threads[-1], the counts timed in alternating rounds (interleaved).
+    extra_info["scaling"]: {"threads", "min_s" (per call, per count), "speedup" (first / last)}."""
+    threads = list(threads)
+    best = interleaved(benchmark, [(f"{t} threads", fn, t) for t in threads], rounds, round_s)
+    info = benchmark.extra_info.pop("interleaved")
+    benchmark.extra_info["scaling"] = {"threads": threads, "min_s": info["min_s"],
+                                       "speedup": info["min_s"][0] / info["min_s"][-1],
+                                       "calls_per_round": max(info["calls_per_round"]), "rounds": rounds}
+    return best
 
 
 def implementations(fastpose_fn, reference_fn):

@@ -24,7 +24,7 @@ import fastpose
 import fastpose.nn as fnn
 from fastpose import models
 
-from _common import num_threads, run, tag, thread_scaling
+from _common import interleaved, num_threads, run, tag, thread_scaling
 
 THREADS = sorted({1, 2} | {torch.get_num_threads()})
 SIZE = 256
@@ -119,3 +119,23 @@ def test_binary_hpm_packed_thread_scaling(benchmark, impl):
             with torch.no_grad():
                 return m(x)
     thread_scaling(benchmark, fn, (1, 2), rounds=60)
+
+
+def test_binary_hpm_packed_vs_torch_interleaved(benchmark):
+    """1 thread: the replayed and the eager packed model against its torch backend and the float model
+    (channels_last), in alternating rounds."""
+    x = torch.randn(1, 3, SIZE, SIZE)
+    tag(benchmark, op="model_binary_hpm_packed", impl="interleaved", case=f"stacks=1 K=16 {SIZE}x{SIZE} bs1",
+        dtype=torch.float32, device="cpu", threads=1)
+    packed, backend, flt = _model("fastpose"), _model("eager"), _model("float_cl")
+    replay = fastpose.replay.capture(packed, x)
+    xc = x.contiguous(memory_format=torch.channels_last)
+
+    def no_grad(m, inp):
+        def f():
+            with torch.no_grad():
+                return m(inp)
+        return f
+
+    interleaved(benchmark, [("torch_backend", no_grad(backend, x), 1), ("fastpose_replay", lambda: replay(x), 1),
+                            ("fastpose", no_grad(packed, x), 1), ("float_cl", no_grad(flt, xc), 1)], rounds=12)

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 import fastpose
 from fastpose.ops import binarize, binarize_pack, xnor_alpha, xnor_conv2d
 
-from _common import CPU_THREADS, num_threads, rotation, run, tag, thread_scaling
+from _common import CPU_THREADS, interleaved, num_threads, rotation, run, tag, thread_scaling
 
 CUDA = torch.cuda.is_available()
 # (N, Cin, Cout, H, W)
@@ -153,3 +153,15 @@ def test_xnor_conv2d_thread_scaling(benchmark, shape, impl):
     tag(benchmark, op="xnor_conv2d_3x3", impl=impl, case=shape, dtype=torch.float32, device="cpu", threads=2,
         macs=N * Cout * H * W * Cin * 9)
     thread_scaling(benchmark, fn, (1, 2))
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_xnor_conv2d_vs_onednn_interleaved(benchmark, shape):
+    """1 thread: fastpose from a float and from a packed input against oneDNN float32 NCHW, in alternating
+    rounds (the targets' ratios, free of the host's drift between rows)."""
+    N, Cin, Cout, H, W = shape
+    x, w = torch.randn(N, Cin, H, W), torch.randn(Cout, Cin, 3, 3)
+    tag(benchmark, op="xnor_conv2d_3x3", impl="interleaved", case=shape, dtype=torch.float32, device="cpu",
+        threads=1, macs=N * Cout * H * W * Cin * 9)
+    interleaved(benchmark, [(impl, _fn("cpu", impl, x, w), 1) for impl in ("eager", "fastpose", "fastpose_packed")],
+                rounds=40 if N * Cin * Cout * H * W > 2e8 else 100)

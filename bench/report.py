@@ -96,13 +96,16 @@ def build(data, stat="median"):
     machine = data.get("machine_info", {})
     bw = machine.get("copy_bandwidth_gbs", {})
     groups = collections.OrderedDict()
-    scaling = []
+    scaling, compared = [], []
     for b in data["benchmarks"]:
         info = b.get("extra_info", {})
         if "op" not in info:
             continue
         if "scaling" in info:
             scaling.append(info)
+            continue
+        if "interleaved" in info:
+            compared.append(info)
             continue
         key = (info["op"], info["device"], info["dtype"], info["case"], info.get("threads"))
         t = info.get("device_time_s") or b.get("stats", {}).get(stat)
@@ -170,7 +173,7 @@ def build(data, stat="median"):
                 row += [frac(o) for o in fp_others]
             lines.append("| " + " | ".join(row) + " |")
         lines.append("")
-    lines += scaling_table(scaling)
+    lines += scaling_table(scaling) + interleaved_table(compared)
     return "\n".join(lines), dev
 
 
@@ -190,6 +193,24 @@ def scaling_table(rows):
         row += [f"{sc['speedup']:.2f}x", str(sc["calls_per_round"]), str(sc["rounds"])]
         lines.append("| " + " | ".join(row) + " |")
     return lines + [""]
+
+
+def interleaved_table(rows):
+    """Markdown table of the interleaved comparisons (bench/_common.py interleaved): each variant's
+    fastest round and how many times faster than the first variant (the baseline) each other one is."""
+    lines = []
+    for info in rows:
+        iv = info["interleaved"]
+        if not lines:
+            lines = ["### Interleaved comparisons", "",
+                     "The variants timed in alternating rounds; fastest round each; speed-up = first / variant.", ""]
+        labels, ts = iv["labels"], iv["min_s"]
+        head = ["op", "case"] + [f"{lab} (t{th}) ms" for lab, th in zip(labels, iv["threads"])]
+        head += [f"{lab} speed-up over {labels[0]}" for lab in labels[1:]] + ["rounds"]
+        row = [info["op"], info["case"]] + [_fmt_ms(t) for t in ts]
+        row += [f"{ts[0] / t:.2f}x" for t in ts[1:]] + [str(iv["rounds"])]
+        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head), "| " + " | ".join(row) + " |", ""]
+    return lines
 
 
 def _tail(path, n):

@@ -4,6 +4,7 @@ bench helpers (input rotation, the interleaved thread-scaling rounds)."""
 import json
 import os
 import subprocess
+import time
 import sys
 
 import pytest
@@ -152,13 +153,13 @@ def test_thread_scaling_alternates_and_restores_threads():
     assert torch.get_num_threads() == old and b.rounds == 4
     assert sc["threads"] == [1, 2] and sc["rounds"] == 4 and sc["calls_per_round"] >= 1
     assert all(t > 0 for t in sc["min_s"]) and sc["speedup"] == pytest.approx(sc["min_s"][0] / sc["min_s"][1])
-    # the calibration at 2 threads, then the warm-up round and 4 rounds, the order flipped every round:
-    # (1, 2) (2, 1) (1, 2) (2, 1) (1, 2); without the flip there would be ten changes of count
+    # the calibration (1, 2), then the warm-up round and 4 rounds, the order reversed every round:
+    # (1, 2) (2, 1) (1, 2) (2, 1) (1, 2); without the reversal there would be 12 runs of one count
     runs = [seen[0]]
     for t in seen[1:]:
         if t != runs[-1]:
             runs.append(t)
-    assert runs == [2, 1, 2, 1, 2, 1, 2], runs
+    assert runs == [1, 2] * 4, runs
 
 
 def test_report_scaling_table(tmp_path):
@@ -172,3 +173,21 @@ def test_report_scaling_table(tmp_path):
     assert [c.strip() for c in row.strip("|").split("|")] == [
         "xnor_conv2d_3x3", "fastpose_packed", "(1, 128, 128, 16, 16)", "0.040", "0.025", "1.60x", "100", "100"]
     assert "| cpu |" not in text  # not also a row of the implementations table
+
+
+def test_interleaved_and_its_report_table():
+    import _common  # bench/_common.py
+
+    b = _FakeBenchmark()
+    best = _common.interleaved(b, [("slow", lambda: time.sleep(2e-4), 1), ("fast", lambda: None, 1)], rounds=3,
+                               round_s=1e-3)
+    iv = b.extra_info["interleaved"]
+    assert iv["labels"] == ["slow", "fast"] and iv["threads"] == [1, 1] and iv["rounds"] == 3
+    assert best["slow"] > best["fast"] and iv["calls_per_round"][1] > iv["calls_per_round"][0]
+    info = dict(op="m", impl="interleaved", case="c", dtype="float32", device="cpu", threads=1,
+                interleaved={"labels": ["base", "ours"], "threads": [1, 1], "min_s": [8e-3, 1e-3],
+                             "calls_per_round": [1, 4], "rounds": 12})
+    text, _ = report.build({"machine_info": {}, "benchmarks": [{"name": "i", "stats": {"median": 1.0},
+                                                                "extra_info": info}]})
+    row = [line for line in text.splitlines() if line.startswith("| m |")][0]
+    assert [c.strip() for c in row.strip("|").split("|")] == ["m", "c", "8.000", "1.000", "8.00x", "12"]
