@@ -159,9 +159,10 @@ def interleaved(benchmark, variants, rounds=100, round_s=4e-3):
 
     variants: [(label, fn, threads)]. Rows of different variants run minutes apart, and on a shared host
     the machine's speed drifts over minutes, so the ratio of two rows mixes the variants' difference
-    with the host's weather. Here every round times each variant in turn (the order reverses every
-    round), `calls` consecutive calls each, calls set per variant so that its share of a round lasts
-    about round_s; each variant keeps its fastest round, which all had the same chance to hit.
+    with the host's weather. Here every round runs each variant in turn (the order reverses every
+    round): untimed calls for about round_s, then `calls` timed consecutive calls, calls set per
+    variant so that they last about round_s; each variant keeps its fastest round, which all had the
+    same chance to hit.
     extra_info["interleaved"]: {"labels", "threads", "min_s" (per call), "calls_per_round", "rounds"}.
     """
     labels = [v[0] for v in variants]
@@ -183,7 +184,13 @@ def interleaved(benchmark, variants, rounds=100, round_s=4e-3):
             for i in order:
                 _, fn, threads = variants[i]
                 torch.set_num_threads(threads)
-                fn()  # after a switch of thread count: the pool's wake-up stays out of the timed calls
+                # Untimed calls first, for about as long as the timed ones: after another variant, the
+                # first few ms of calls run slower here (the working set back into L2 / L3, the pool's
+                # wake-up after a switch of thread count), which would weigh on short calls the most.
+                warm = time.perf_counter() + round_s
+                fn()
+                while time.perf_counter() < warm:
+                    fn()
                 start = time.perf_counter()
                 for _ in range(calls[i]):
                     fn()
