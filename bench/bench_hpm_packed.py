@@ -103,6 +103,13 @@ def test_binary_hpm_packed_cpu(benchmark, impl, threads):
         run(benchmark, fwd, "cpu", rounds=10 if impl.startswith("fastpose") else 3, warmup=2)
 
 
+def _no_grad(m, x):
+    def f():
+        with torch.no_grad():
+            return m(x)
+    return f
+
+
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs two cores")
 @pytest.mark.parametrize("impl", ["fastpose", "fastpose_replay"])
 def test_binary_hpm_packed_thread_scaling(benchmark, impl):
@@ -115,9 +122,7 @@ def test_binary_hpm_packed_thread_scaling(benchmark, impl):
         replay = fastpose.replay.capture(m, x)
         fn = lambda: replay(x)  # noqa: E731
     else:
-        def fn():
-            with torch.no_grad():
-                return m(x)
+        fn = _no_grad(m, x)
     thread_scaling(benchmark, fn, (1, 2), rounds=60)
 
 
@@ -130,12 +135,5 @@ def test_binary_hpm_packed_vs_torch_interleaved(benchmark):
     packed, backend, flt = _model("fastpose"), _model("eager"), _model("float_cl")
     replay = fastpose.replay.capture(packed, x)
     xc = x.contiguous(memory_format=torch.channels_last)
-
-    def no_grad(m, inp):
-        def f():
-            with torch.no_grad():
-                return m(inp)
-        return f
-
-    interleaved(benchmark, [("torch_backend", no_grad(backend, x), 1), ("fastpose_replay", lambda: replay(x), 1),
-                            ("fastpose", no_grad(packed, x), 1), ("float_cl", no_grad(flt, xc), 1)], rounds=12)
+    interleaved(benchmark, [("torch_backend", _no_grad(backend, x), 1), ("fastpose_replay", lambda: replay(x), 1),
+                            ("fastpose", _no_grad(packed, x), 1), ("float_cl", _no_grad(flt, xc), 1)], rounds=12)

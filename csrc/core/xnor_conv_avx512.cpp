@@ -52,8 +52,8 @@ static inline __m512i pair_sums(__m512i a, __m512i b) {
 }
 
 // Eight taps per step for the word counts of 64 / 128 / 256 channels (a pair-sum tree over whole
-// vectors), one masked vector sweep per tap otherwise. A fixed cost of every call of the small layers:
-// ~1 us of serial work for (128, 3, 3, 2) words as a scalar POPCNT loop.
+// vectors), one masked vector sweep per tap otherwise and for the tail. A fixed cost of every call of
+// the small layers: ~1 us of serial work for (128, 3, 3, 2) words as a scalar POPCNT loop.
 void xnor_weight_popcounts_avx512(const uint64_t* w, int64_t taps, int64_t CW, int32_t* out) {
   int64_t t = 0;
   const auto pc = [&](int64_t word) { return _mm512_popcnt_epi64(_mm512_loadu_si512(w + word)); };
@@ -67,20 +67,14 @@ void xnor_weight_popcounts_avx512(const uint64_t* w, int64_t taps, int64_t CW, i
   } else if (CW == 4) {
     for (; t + 8 <= taps; t += 8)
       put(t, pair_sums(pair_sums(pc(4 * t), pc(4 * t + 8)), pair_sums(pc(4 * t + 16), pc(4 * t + 24))));
-  } else {
-    for (; t < taps; ++t) {
-      __m512i acc = _mm512_setzero_si512();
-      for (int64_t i = 0; i < CW; i += 8) {
-        const __mmask8 m = static_cast<__mmask8>(CW - i >= 8 ? 0xff : (1u << (CW - i)) - 1);
-        acc = _mm512_add_epi64(acc, _mm512_popcnt_epi64(_mm512_maskz_loadu_epi64(m, w + t * CW + i)));
-      }
-      out[t] = static_cast<int32_t>(_mm512_reduce_add_epi64(acc));
-    }
   }
   for (; t < taps; ++t) {
-    int32_t s = 0;
-    for (int64_t i = 0; i < CW; ++i) s += static_cast<int32_t>(_mm_popcnt_u64(w[t * CW + i]));
-    out[t] = s;
+    __m512i acc = _mm512_setzero_si512();
+    for (int64_t i = 0; i < CW; i += 8) {
+      const __mmask8 m = static_cast<__mmask8>(CW - i >= 8 ? 0xff : (1u << (CW - i)) - 1);
+      acc = _mm512_add_epi64(acc, _mm512_popcnt_epi64(_mm512_maskz_loadu_epi64(m, w + t * CW + i)));
+    }
+    out[t] = static_cast<int32_t>(_mm512_reduce_add_epi64(acc));
   }
 }
 
